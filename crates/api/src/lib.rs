@@ -1,0 +1,1 @@
+//! actix-web HTTP API: native, Authgear, Auth0 and Descope dialects

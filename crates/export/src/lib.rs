@@ -1,0 +1,1 @@
+//! Streaming CSV / NDJSON encoders for user exports

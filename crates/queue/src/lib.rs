@@ -1,0 +1,1 @@
+//! Versioned ID-only export job messages on apalis (Redis or SQLite)

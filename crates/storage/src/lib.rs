@@ -1,0 +1,1 @@
+//! Object storage: S3 multipart + presign, and local files with HMAC-signed URLs

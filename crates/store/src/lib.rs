@@ -1,0 +1,1 @@
+//! sea-orm repositories: projects, keys, users (keyset streams), export tasks

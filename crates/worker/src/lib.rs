@@ -1,0 +1,1 @@
+//! Export worker: claim, stream, encode, upload, presign, sweep

@@ -1,0 +1,1 @@
+//! sea-orm migrations for Postgres and SQLite
