@@ -1,1 +1,469 @@
-//! Streaming CSV / NDJSON encoders for user exports
+//! Streaming CSV / NDJSON encoders for user exports.
+//!
+//! [`ExportEncoder`] turns [`User`]s into the bytes of an export file one user at a time, without
+//! any I/O: the worker [`push`](ExportEncoder::push)es users, periodically
+//! [`take`](ExportEncoder::take)s the bytes that are ready and uploads them, and finally calls
+//! [`finish`](ExportEncoder::finish). Concatenating every `take()` and the `finish()` result gives
+//! the whole file.
+//!
+//! Each user is rendered in the spec's view ([`User::view`]) and the spec's fields (RFC 6901
+//! pointers) are evaluated against that JSON document.
+//!
+//! # CSV
+//!
+//! Authgear's dialect: `,` separator, LF line endings, no BOM, the header row (the spec's
+//! [`headers`](ExportSpec::headers)) is always written. A field is quoted only when it contains
+//! `,`, `"`, CR or LF, starts with a (Unicode) whitespace character, or is exactly `\.`; inside
+//! quotes `"` is doubled (Go's `encoding/csv` rule). A record made of a single empty field is
+//! written as `""` so that it does not read back as a blank line. Cells are rendered by
+//! [`render_cell`]: strings as is, numbers in decimal without exponent, booleans as `true` /
+//! `false`, null or unresolved pointers as an empty cell, arrays and objects as compact,
+//! HTML-escaped JSON.
+//!
+//! **Formula-injection guard** ([`ExportSpec::formula_guard`], on by default): a string cell (header
+//! cells included) whose first character is one of `= + - @ \t \r` is prefixed with `'`, as in
+//! Descope's `csv.ts`, with two exemptions: cells rendered from JSON numbers or booleans are never
+//! prefixed (`-5` stays `-5`), and a `+` followed only by digits (an E.164 phone number such as
+//! `+15551234567`) is left alone — Descope prefixes those too, which corrupts every phone number.
+//!
+//! **Quote all** ([`ExportSpec::quote_all`], Auth0 style): every non-empty cell that did not come
+//! from a JSON number or boolean is double-quoted. Empty cells stay empty.
+//!
+//! # NDJSON
+//!
+//! One JSON object per line, each ending with `\n`; zero users give zero bytes. Without fields the
+//! line is the whole view; with fields it is `{header: value, …}` in field order, leaving out
+//! fields whose pointer does not resolve. In the Authgear view `<`, `>`, `&`, U+2028 and U+2029 are
+//! escaped as `\u003c`, `\u003e`, `\u0026`, `\u2028`, `\u2029`, like Go's `json.Marshal`.
+//!
+//! # Gzip
+//!
+//! With [`ExportSpec::gzip`] the output is one gzip member (level [`DEFAULT_GZIP_LEVEL`] unless
+//! built with [`ExportEncoder::with_gzip_level`]); `take()` returns the compressed bytes produced
+//! so far and `finish()` flushes the rest and writes the trailer. An export with no rows is still a
+//! valid gzip file (of the CSV header, or of nothing).
+
+use std::borrow::Cow;
+use std::io::Write as _;
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use serde_json::{Number, Value};
+use userexport_domain::{Code, ErrorCode, ExportFormat, ExportSpec, JsonPointer, User, UserView};
+
+/// Gzip compression level used by [`ExportEncoder::new`].
+pub const DEFAULT_GZIP_LEVEL: u32 = 6;
+
+/// Why encoding failed. Both cases are internal failures ([`Code::ExportFailed`]).
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    /// The gzip compressor reported an error.
+    #[error("gzip compression failed: {0}")]
+    Compress(std::io::Error),
+    /// A value could not be serialized as JSON.
+    #[error("JSON serialization failed: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl ErrorCode for EncodeError {
+    fn error_code(&self) -> Code {
+        Code::ExportFailed
+    }
+}
+
+/// Where encoded bytes go: straight into a buffer, or through a gzip compressor into one.
+enum Sink {
+    Plain(Vec<u8>),
+    Gzip(GzEncoder<Vec<u8>>),
+}
+
+impl Sink {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), EncodeError> {
+        match self {
+            Sink::Plain(out) => {
+                out.extend_from_slice(bytes);
+                Ok(())
+            }
+            Sink::Gzip(gz) => gz.write_all(bytes).map_err(EncodeError::Compress),
+        }
+    }
+
+    fn output(&mut self) -> &mut Vec<u8> {
+        match self {
+            Sink::Plain(out) => out,
+            Sink::Gzip(gz) => gz.get_mut(),
+        }
+    }
+}
+
+/// One exported column (CSV) or key (NDJSON), precomputed from the spec.
+struct Column {
+    pointer: JsonPointer,
+    /// NDJSON: the header as a JSON string followed by `:` (HTML-escaped in the Authgear view).
+    json_key: Vec<u8>,
+}
+
+/// Cell options of a CSV export.
+#[derive(Clone, Copy)]
+struct CsvOptions {
+    guard: bool,
+    quote_all: bool,
+}
+
+/// Incremental encoder of one export file. See the [crate docs](crate) for the output rules.
+pub struct ExportEncoder {
+    format: ExportFormat,
+    view: UserView,
+    columns: Vec<Column>,
+    csv: CsvOptions,
+    /// NDJSON: HTML-escape the serialized lines (Authgear view).
+    html_escape: bool,
+    sink: Sink,
+    /// Bytes not yet handed to the sink: the CSV header of a gzip stream until the first push.
+    pending: Vec<u8>,
+    /// The record being encoded.
+    line: Vec<u8>,
+    /// Serialized JSON before HTML escaping.
+    scratch: Vec<u8>,
+    /// An HTML-escaped JSON cell before CSV quoting.
+    cell: Vec<u8>,
+    rows: u64,
+}
+
+impl std::fmt::Debug for ExportEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExportEncoder")
+            .field("format", &self.format)
+            .field("view", &self.view)
+            .field("columns", &self.columns.len())
+            .field("gzip", &matches!(self.sink, Sink::Gzip(_)))
+            .field("rows", &self.rows)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ExportEncoder {
+    /// An encoder for `spec`; gzip (if the spec asks for it) uses [`DEFAULT_GZIP_LEVEL`]. For CSV the
+    /// header row is written at once.
+    pub fn new(spec: &ExportSpec) -> Self {
+        Self::with_gzip_level(spec, DEFAULT_GZIP_LEVEL)
+    }
+
+    /// Like [`new`](Self::new) with gzip level `level` (0 = store … 9 = best; larger values are
+    /// treated as 9). Ignored when the spec does not ask for gzip.
+    pub fn with_gzip_level(spec: &ExportSpec, level: u32) -> Self {
+        let html_escape = spec.view() == UserView::Authgear;
+        let columns = spec
+            .fields()
+            .iter()
+            .map(|f| {
+                let mut json_key = Vec::new();
+                let key = Value::String(f.header()).to_string();
+                if html_escape {
+                    escape_html(key.as_bytes(), &mut json_key);
+                } else {
+                    json_key.extend_from_slice(key.as_bytes());
+                }
+                json_key.push(b':');
+                Column {
+                    pointer: f.pointer().clone(),
+                    json_key,
+                }
+            })
+            .collect();
+        let csv = CsvOptions {
+            guard: spec.formula_guard(),
+            quote_all: spec.quote_all(),
+        };
+        let mut pending = Vec::new();
+        if spec.format() == ExportFormat::Csv {
+            let headers = spec.headers();
+            for (i, h) in headers.iter().enumerate() {
+                if i > 0 {
+                    pending.push(b',');
+                }
+                write_text(&mut pending, h, csv);
+            }
+            end_record(&mut pending, headers.len());
+        }
+        let sink = if spec.gzip() {
+            Sink::Gzip(GzEncoder::new(Vec::new(), Compression::new(level.min(9))))
+        } else {
+            // Writing into a plain buffer cannot fail: emit the header right away.
+            Sink::Plain(std::mem::take(&mut pending))
+        };
+        Self {
+            format: spec.format(),
+            view: spec.view(),
+            columns,
+            csv,
+            html_escape,
+            sink,
+            pending,
+            line: Vec::new(),
+            scratch: Vec::new(),
+            cell: Vec::new(),
+            rows: 0,
+        }
+    }
+
+    /// Encodes one user as the next row / line.
+    pub fn push(&mut self, user: &User) -> Result<(), EncodeError> {
+        self.flush_pending()?;
+        let doc = user.view(self.view);
+        self.line.clear();
+        match self.format {
+            ExportFormat::Csv => self.encode_csv(&doc)?,
+            ExportFormat::Ndjson => self.encode_ndjson(&doc)?,
+        }
+        self.sink.write(&self.line)?;
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// Number of output bytes ready to be taken (compressed bytes when gzipping).
+    pub fn buffered_len(&self) -> usize {
+        match &self.sink {
+            Sink::Plain(out) => out.len(),
+            Sink::Gzip(gz) => gz.get_ref().len(),
+        }
+    }
+
+    /// Drains the output bytes ready so far.
+    pub fn take(&mut self) -> Vec<u8> {
+        let out = self.sink.output();
+        // Keep the capacity for the next chunk: steady state is one allocation per take.
+        let capacity = out.capacity();
+        std::mem::replace(out, Vec::with_capacity(capacity))
+    }
+
+    /// Ends the file and returns the bytes not taken yet, including the gzip trailer.
+    pub fn finish(mut self) -> Result<Vec<u8>, EncodeError> {
+        self.flush_pending()?;
+        match self.sink {
+            Sink::Plain(out) => Ok(out),
+            Sink::Gzip(gz) => gz.finish().map_err(EncodeError::Compress),
+        }
+    }
+
+    /// Number of users pushed so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    fn flush_pending(&mut self) -> Result<(), EncodeError> {
+        if !self.pending.is_empty() {
+            self.sink.write(&self.pending)?;
+            self.pending = Vec::new();
+        }
+        Ok(())
+    }
+
+    fn encode_csv(&mut self, doc: &Value) -> Result<(), EncodeError> {
+        let Self {
+            columns,
+            csv,
+            line,
+            scratch,
+            cell,
+            ..
+        } = self;
+        for (i, col) in columns.iter().enumerate() {
+            if i > 0 {
+                line.push(b',');
+            }
+            match col.pointer.resolve(doc) {
+                None | Some(Value::Null) => {}
+                Some(Value::Bool(b)) => line.extend_from_slice(if *b { b"true" } else { b"false" }),
+                Some(Value::Number(n)) => write_number(line, n),
+                Some(Value::String(s)) => write_text(line, s, *csv),
+                Some(v) => {
+                    scratch.clear();
+                    serde_json::to_writer(&mut *scratch, v)?;
+                    cell.clear();
+                    escape_html(scratch, cell);
+                    // Compact JSON starts with `[` or `{`: never a formula, never leading whitespace.
+                    let quote = csv.quote_all || has_special(cell);
+                    write_field(line, cell, false, quote);
+                }
+            }
+        }
+        end_record(line, columns.len());
+        Ok(())
+    }
+
+    fn encode_ndjson(&mut self, doc: &Value) -> Result<(), EncodeError> {
+        let Self {
+            columns,
+            html_escape,
+            line,
+            scratch,
+            ..
+        } = self;
+        if columns.is_empty() {
+            write_json(line, scratch, doc, *html_escape)?;
+        } else {
+            line.push(b'{');
+            let mut first = true;
+            for col in columns.iter() {
+                if let Some(v) = col.pointer.resolve(doc) {
+                    if !first {
+                        line.push(b',');
+                    }
+                    first = false;
+                    line.extend_from_slice(&col.json_key);
+                    write_json(line, scratch, v, *html_escape)?;
+                }
+            }
+            line.push(b'}');
+        }
+        line.push(b'\n');
+        Ok(())
+    }
+}
+
+/// Renders a value found at a pointer as an Authgear CSV cell, before quoting and the formula
+/// guard: string as is; number in decimal without exponent; `true` / `false`; null or missing →
+/// empty; array / object → compact JSON with `<`, `>`, `&`, U+2028, U+2029 escaped as `\uXXXX`.
+pub fn render_cell(v: Option<&Value>) -> Cow<'_, str> {
+    match v {
+        None | Some(Value::Null) => Cow::Borrowed(""),
+        Some(Value::String(s)) => Cow::Borrowed(s),
+        Some(Value::Bool(b)) => Cow::Borrowed(if *b { "true" } else { "false" }),
+        Some(Value::Number(n)) => {
+            let mut out = Vec::new();
+            write_number(&mut out, n);
+            Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+        }
+        Some(v) => {
+            let mut out = Vec::new();
+            escape_html(v.to_string().as_bytes(), &mut out);
+            // Escaping replaces whole characters with ASCII, so the bytes stay valid UTF-8.
+            Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+        }
+    }
+}
+
+/// Writes a JSON number in decimal without exponent: integers exactly, floats in their shortest
+/// round-trip form (Rust's `Display` for `f64` never uses an exponent: `1e21` → `1000000000000000000000`).
+fn write_number(out: &mut Vec<u8>, n: &Number) {
+    // Writing into a Vec cannot fail.
+    let _ = if let Some(i) = n.as_i64() {
+        write!(out, "{i}")
+    } else if let Some(u) = n.as_u64() {
+        write!(out, "{u}")
+    } else if let Some(f) = n.as_f64() {
+        write!(out, "{f}")
+    } else {
+        Ok(())
+    };
+}
+
+/// Serializes `v` as compact JSON onto `line`, HTML-escaped if asked.
+fn write_json(
+    line: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+    v: &Value,
+    html_escape: bool,
+) -> Result<(), EncodeError> {
+    if html_escape {
+        scratch.clear();
+        serde_json::to_writer(&mut *scratch, v)?;
+        escape_html(scratch, line);
+    } else {
+        serde_json::to_writer(&mut *line, v)?;
+    }
+    Ok(())
+}
+
+/// Copies serialized JSON, escaping `<`, `>`, `&`, U+2028 and U+2029 as Go's `json.Marshal` does.
+/// These characters can only occur inside JSON strings, so a byte-level replacement is exact.
+fn escape_html(src: &[u8], out: &mut Vec<u8>) {
+    let mut start = 0;
+    let mut i = 0;
+    while i < src.len() {
+        let replacement: Option<(&[u8], usize)> = match src[i] {
+            b'<' => Some((b"\\u003c", 1)),
+            b'>' => Some((b"\\u003e", 1)),
+            b'&' => Some((b"\\u0026", 1)),
+            0xE2 if src.get(i + 1) == Some(&0x80) && src.get(i + 2) == Some(&0xA8) => {
+                Some((b"\\u2028", 3))
+            }
+            0xE2 if src.get(i + 1) == Some(&0x80) && src.get(i + 2) == Some(&0xA9) => {
+                Some((b"\\u2029", 3))
+            }
+            _ => None,
+        };
+        match replacement {
+            Some((rep, len)) => {
+                out.extend_from_slice(&src[start..i]);
+                out.extend_from_slice(rep);
+                i += len;
+                start = i;
+            }
+            None => i += 1,
+        }
+    }
+    out.extend_from_slice(&src[start..]);
+}
+
+/// Whether a field contains a byte that forces quoting (`,` `"` CR LF).
+fn has_special(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .any(|&b| matches!(b, b',' | b'"' | b'\r' | b'\n'))
+}
+
+/// Whether the formula guard prefixes `s`: it starts with `= + - @ \t \r`, unless it is a `+`
+/// followed only by digits (a phone number).
+fn is_formula(s: &str) -> bool {
+    match s.as_bytes() {
+        [b'+', rest @ ..] => rest.is_empty() || !rest.iter().all(u8::is_ascii_digit),
+        [b'=' | b'-' | b'@' | b'\t' | b'\r', ..] => true,
+        _ => false,
+    }
+}
+
+/// Writes a string cell: formula guard, then Go's `encoding/csv` quoting (or quote-all).
+fn write_text(line: &mut Vec<u8>, s: &str, opts: CsvOptions) {
+    let prefix = opts.guard && is_formula(s);
+    let quote = (opts.quote_all && !s.is_empty())
+        || has_special(s.as_bytes())
+        // With the `'` prefix the field starts with `'`: no leading whitespace, never `\.`.
+        || (!prefix && (s == "\\." || s.chars().next().is_some_and(char::is_whitespace)));
+    write_field(line, s.as_bytes(), prefix, quote);
+}
+
+/// Writes one field, optionally prefixed with `'` and/or quoted with `"` doubled.
+fn write_field(line: &mut Vec<u8>, bytes: &[u8], prefix: bool, quote: bool) {
+    if quote {
+        line.push(b'"');
+    }
+    if prefix {
+        line.push(b'\'');
+    }
+    if quote {
+        let mut rest = bytes;
+        while let Some(pos) = rest.iter().position(|&b| b == b'"') {
+            line.extend_from_slice(&rest[..=pos]);
+            line.push(b'"');
+            rest = &rest[pos + 1..];
+        }
+        line.extend_from_slice(rest);
+        line.push(b'"');
+    } else {
+        line.extend_from_slice(bytes);
+    }
+}
+
+/// Ends the CSV record held in `line` (which holds nothing else) of `fields` fields. A lone empty
+/// field is written as `""`, else the record would read back as a blank line.
+fn end_record(line: &mut Vec<u8>, fields: usize) {
+    if fields == 1 && line.is_empty() {
+        line.extend_from_slice(b"\"\"");
+    }
+    line.push(b'\n');
+}
+
+#[cfg(test)]
+mod tests;

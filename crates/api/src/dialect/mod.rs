@@ -1,0 +1,14 @@
+//! The wire dialects. Each module parses its own request shapes, calls [`crate::service`] and renders
+//! its own task view; none holds export logic.
+//!
+//! - [`native`]: `/v1/exports`.
+//! - [`authgear`]: `/_api/admin/users/export`.
+
+pub mod authgear;
+pub mod native;
+
+use std::time::Duration;
+
+/// A stored download URL is handed out only while it stays valid at least this long; otherwise a
+/// fresh one is presigned.
+pub const MIN_URL_VALIDITY: Duration = Duration::from_secs(300);

@@ -1,0 +1,215 @@
+//! Operations endpoints and HTTP metrics.
+//!
+//! - `GET /healthz`: the process answers.
+//! - `GET /readyz`: database, queue and object store answer (200, else 503 with the failed parts).
+//! - `GET /metrics`: Prometheus text from the process-wide recorder ([`metrics_handle`]).
+//!
+//! [`observe`] is the app-wide middleware: it records `userexport_http_requests_total` and
+//! `userexport_http_request_duration_seconds` by method, matched route pattern and status, and turns
+//! a panicking handler into a 500 in the dialect envelope of the path.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{HttpResponse, ResponseError, web};
+use futures_util::FutureExt;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use serde_json::json;
+
+use crate::AppState;
+use crate::error::{ApiDialect, ApiError};
+
+/// Name of the request counter.
+pub const HTTP_REQUESTS: &str = "userexport_http_requests_total";
+/// Name of the request duration histogram (seconds).
+pub const HTTP_DURATION: &str = "userexport_http_request_duration_seconds";
+
+const BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// The process-wide Prometheus handle, installing the global `metrics` recorder on first use.
+///
+/// If another recorder was installed first (by the embedding binary), a detached handle is returned
+/// and a warning logged: `/metrics` then shows nothing.
+pub fn metrics_handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = || {
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
+                .expect("static, non-empty buckets")
+        };
+        let handle = match builder().install_recorder() {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %e, "a metrics recorder is already installed; /metrics will be empty");
+                builder().build_recorder().handle()
+            }
+        };
+        let upkeep = handle.clone();
+        let spawned = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_secs(5));
+                upkeep.run_upkeep();
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "could not start the metrics upkeep thread");
+        }
+        handle
+    })
+}
+
+/// Registers `/healthz`, `/readyz` and `/metrics`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics_text));
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+/// Per-dependency readiness deadline.
+const READY_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn check<F, E>(name: &'static str, fut: F) -> Option<&'static str>
+where
+    F: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    match tokio::time::timeout(READY_TIMEOUT, fut).await {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => {
+            tracing::warn!(dependency = name, error = %e, "readiness check failed");
+            Some(name)
+        }
+        Err(_) => {
+            tracing::warn!(dependency = name, "readiness check timed out");
+            Some(name)
+        }
+    }
+}
+
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let (db, queue, storage) = futures_util::join!(
+        check("database", state.store.ping()),
+        check("queue", state.queue.ping()),
+        check("storage", state.storage.check()),
+    );
+    let failed: Vec<&str> = [db, queue, storage].into_iter().flatten().collect();
+    if failed.is_empty() {
+        HttpResponse::Ok().json(json!({ "status": "ok" }))
+    } else {
+        HttpResponse::ServiceUnavailable().json(json!({ "status": "unavailable", "failed": failed }))
+    }
+}
+
+async fn metrics_text() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(metrics_handle().render())
+}
+
+/// Middleware: HTTP metrics and panic containment. Use with `actix_web::middleware::from_fn`.
+pub async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let start = Instant::now();
+    let method = req.method().to_string();
+    let http_req = req.request().clone();
+    let res = match AssertUnwindSafe(next.call(req)).catch_unwind().await {
+        Ok(Ok(res)) => res.map_into_boxed_body(),
+        Ok(Err(e)) => {
+            // Errors from services become responses here so that they are counted too.
+            let res = e.error_response();
+            ServiceResponse::new(http_req.clone(), res)
+        }
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic payload".into());
+            let dialect = ApiDialect::from_path(http_req.path());
+            let err = ApiError::internal(dialect, std::io::Error::other(format!("handler panicked: {what}")));
+            ServiceResponse::new(http_req.clone(), err.error_response())
+        }
+    };
+    let route = http_req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+    let status = res.status().as_u16().to_string();
+    let labels = [("method", method), ("route", route), ("status", status)];
+    metrics::counter!(HTTP_REQUESTS, &labels).increment(1);
+    metrics::histogram!(HTTP_DURATION, &labels).record(start.elapsed().as_secs_f64());
+    Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::middleware::from_fn;
+    use actix_web::App;
+    use actix_web::test as atest;
+
+    async fn boom() -> HttpResponse {
+        panic!("kaboom")
+    }
+
+    #[actix_web::test]
+    async fn panics_become_500_in_the_dialect_envelope() {
+        let app = atest::init_service(
+            App::new()
+                .wrap(from_fn(observe))
+                .route("/_api/admin/boom", web::get().to(boom))
+                .route("/v1/boom", web::get().to(boom)),
+        )
+        .await;
+        let res = atest::call_service(&app, atest::TestRequest::get().uri("/_api/admin/boom").to_request()).await;
+        assert_eq!(res.status().as_u16(), 500);
+        let body: serde_json::Value = atest::read_body_json(res).await;
+        assert_eq!(body["error"]["reason"], "UnexpectedError");
+        assert!(!body.to_string().contains("kaboom"));
+        let res = atest::call_service(&app, atest::TestRequest::get().uri("/v1/boom").to_request()).await;
+        let body: serde_json::Value = atest::read_body_json(res).await;
+        assert_eq!(body["code"], "internal");
+    }
+
+    #[actix_web::test]
+    async fn requests_are_counted_by_route_pattern() {
+        let handle = metrics_handle();
+        let app = atest::init_service(
+            App::new()
+                .wrap(from_fn(observe))
+                .configure(|cfg| {
+                    cfg.route("/healthz", web::get().to(healthz)).route("/metrics", web::get().to(metrics_text));
+                })
+                .route("/v1/things/{id}", web::get().to(healthz)),
+        )
+        .await;
+        for id in ["a", "b", "c"] {
+            let res = atest::call_service(&app, atest::TestRequest::get().uri(&format!("/v1/things/{id}")).to_request()).await;
+            assert_eq!(res.status().as_u16(), 200);
+        }
+        let res = atest::call_service(&app, atest::TestRequest::get().uri("/healthz").to_request()).await;
+        let body: serde_json::Value = atest::read_body_json(res).await;
+        assert_eq!(body, json!({"status": "ok"}));
+
+        let text = handle.render();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(HTTP_REQUESTS) && l.contains("route=\"/v1/things/{id}\""))
+            .unwrap_or_else(|| panic!("no counter line in:\n{text}"));
+        assert!(line.contains("method=\"GET\"") && line.contains("status=\"200\""), "{line}");
+        let count: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(count >= 3.0, "{line}");
+        assert!(text.contains(&format!("{HTTP_DURATION}_bucket")), "{text}");
+
+        let res = atest::call_service(&app, atest::TestRequest::get().uri("/metrics").to_request()).await;
+        assert_eq!(res.status().as_u16(), 200);
+        let body = atest::read_body(res).await;
+        assert!(std::str::from_utf8(&body).unwrap().contains(HTTP_REQUESTS));
+    }
+}

@@ -1,0 +1,183 @@
+//! The streaming export pipeline: keyset pages → encoder → bounded channel → upload.
+//!
+//! Memory is bounded by one page of users plus at most `CHANNEL_PARTS + 2` parts of output: the
+//! reader/encoder runs on the calling task, the uploader on its own task, and the bounded channel
+//! between them applies back-pressure when the object store is slower than the database.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use userexport_domain::{ExportSpec, ProjectId};
+use userexport_export::ExportEncoder;
+use userexport_storage::{StorageError, Upload};
+use userexport_store::Store;
+
+use crate::error::WorkerError;
+
+/// Parts buffered between the encoder and the uploader.
+const CHANNEL_PARTS: usize = 2;
+
+/// Tunables of one pipeline run.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// Users per keyset page.
+    pub page_size: u64,
+    /// Minimum size of every part but the last (S3 needs ≥ 5 MiB; we use 8 MiB).
+    pub part_size: usize,
+    /// How often the observer hears about progress.
+    pub progress_every: Duration,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self { page_size: 1000, part_size: 8 * 1024 * 1024, progress_every: Duration::from_secs(2) }
+    }
+}
+
+/// Progress of a running export.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PipelineProgress {
+    /// Users encoded.
+    pub rows: u64,
+    /// Output bytes handed to the uploader.
+    pub bytes: u64,
+}
+
+/// What the observer wants after a progress report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Keep going.
+    Continue,
+    /// Stop: the client cancelled.
+    Cancel,
+    /// Stop: another worker owns the task now.
+    LostLease,
+}
+
+/// Receives progress reports and decides whether to go on.
+#[async_trait]
+pub trait ProgressObserver: Send {
+    /// Called at most every `progress_every`, between pages.
+    async fn on_progress(&mut self, progress: PipelineProgress) -> Result<Control, WorkerError>;
+}
+
+/// Result of a pipeline run. The upload is handed back so the caller completes or aborts it.
+pub enum PipelineOutcome {
+    /// Every user was encoded and uploaded; `upload` still has to be completed.
+    Finished {
+        /// Final counts.
+        progress: PipelineProgress,
+        /// The upload, all parts sent.
+        upload: Box<dyn Upload>,
+    },
+    /// Stopped early on the observer's request; `upload` should be aborted.
+    Stopped {
+        /// Why.
+        control: Control,
+        /// The unfinished upload.
+        upload: Box<dyn Upload>,
+    },
+}
+
+type UploaderHandle = tokio::task::JoinHandle<(Box<dyn Upload>, Result<(), StorageError>)>;
+
+fn spawn_uploader(mut upload: Box<dyn Upload>) -> (mpsc::Sender<Bytes>, UploaderHandle) {
+    let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL_PARTS);
+    let handle = tokio::spawn(async move {
+        while let Some(part) = rx.recv().await {
+            let started = Instant::now();
+            let len = part.len();
+            if let Err(e) = upload.put_part(part).await {
+                return (upload, Err(e));
+            }
+            metrics::histogram!("userexport_upload_part_seconds").record(started.elapsed().as_secs_f64());
+            tracing::debug!(bytes = len, "part uploaded");
+        }
+        (upload, Ok(()))
+    });
+    (tx, handle)
+}
+
+/// Streams the project's users matching `spec` into `upload`.
+///
+/// On error the upload is aborted here; on success or stop it is returned to the caller.
+pub async fn run_pipeline(
+    store: &Store,
+    project: &ProjectId,
+    spec: &ExportSpec,
+    upload: Box<dyn Upload>,
+    cfg: &PipelineConfig,
+    observer: &mut dyn ProgressObserver,
+) -> Result<PipelineOutcome, WorkerError> {
+    let (tx, uploader) = spawn_uploader(upload);
+    let result = encode_into(store, project, spec, cfg, observer, &tx).await;
+    drop(tx);
+    let (upload, sent) = match uploader.await {
+        Ok(pair) => pair,
+        Err(join) => return Err(WorkerError::Internal(format!("uploader task failed: {join}"))),
+    };
+    let outcome = match (result, sent) {
+        (Ok(_), Err(e)) | (Err(WorkerError::UploaderGone), Err(e)) => Err(WorkerError::Storage(e)),
+        (Err(e), _) => Err(e),
+        (Ok(Encoded::Done(progress)), Ok(())) => return Ok(PipelineOutcome::Finished { progress, upload }),
+        (Ok(Encoded::Stopped(control)), Ok(())) => return Ok(PipelineOutcome::Stopped { control, upload }),
+    };
+    if let Err(abort_err) = upload.abort().await {
+        tracing::warn!(error = %abort_err, "aborting the upload after a failure also failed");
+    }
+    outcome
+}
+
+enum Encoded {
+    Done(PipelineProgress),
+    Stopped(Control),
+}
+
+async fn encode_into(
+    store: &Store,
+    project: &ProjectId,
+    spec: &ExportSpec,
+    cfg: &PipelineConfig,
+    observer: &mut dyn ProgressObserver,
+    tx: &mpsc::Sender<Bytes>,
+) -> Result<Encoded, WorkerError> {
+    let mut encoder = ExportEncoder::new(spec);
+    let mut progress = PipelineProgress::default();
+    let limit = spec.limit().unwrap_or(u64::MAX);
+    let mut pages = store.stream_user_pages(project.clone(), spec.filter().clone(), cfg.page_size);
+    let mut last_report = Instant::now();
+    'pages: while let Some(page) = pages.next().await {
+        for user in page? {
+            if progress.rows >= limit {
+                break 'pages;
+            }
+            encoder.push(&user)?;
+            progress.rows += 1;
+        }
+        if encoder.buffered_len() >= cfg.part_size {
+            let part = encoder.take();
+            progress.bytes += part.len() as u64;
+            tx.send(Bytes::from(part)).await.map_err(|_| WorkerError::UploaderGone)?;
+        }
+        if last_report.elapsed() >= cfg.progress_every {
+            last_report = Instant::now();
+            match observer.on_progress(progress).await? {
+                Control::Continue => {}
+                stop => return Ok(Encoded::Stopped(stop)),
+            }
+        }
+        if progress.rows >= limit {
+            break;
+        }
+    }
+    drop(pages);
+    let tail = encoder.finish()?;
+    if !tail.is_empty() {
+        progress.bytes += tail.len() as u64;
+        tx.send(Bytes::from(tail)).await.map_err(|_| WorkerError::UploaderGone)?;
+    }
+    Ok(Encoded::Done(progress))
+}

@@ -1,0 +1,205 @@
+//! `process_export`: one attempt at one export task.
+//!
+//! Delivery is at-least-once, so every step is safe to repeat: the task is claimed by a
+//! compare-and-set with a lease, the object key is deterministic (a retry overwrites, never adds a
+//! second file), an upload left open by a crashed attempt is aborted by its stored id before a new
+//! one starts, and the final status, URL and counts are written in one statement only while the lease
+//! is still ours. The queue message is acknowledged after that.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use userexport_domain::{Code, ErrorCode, ErrorObject, ExportTask, TaskId};
+use userexport_queue::JobOutcome;
+use userexport_storage::{ObjectMeta, ObjectStore};
+use userexport_store::{Claim, Completion, Progress, Store};
+
+use crate::error::WorkerError;
+use crate::pipeline::{Control, PipelineConfig, PipelineOutcome, PipelineProgress, ProgressObserver, run_pipeline};
+
+/// Settings of the export worker.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Lease taken on a task; renewed with every progress report.
+    pub lease: Duration,
+    /// Validity of the stored download URL.
+    pub download_url_ttl: Duration,
+    /// How long a finished export is kept before it expires.
+    pub retention: Duration,
+    /// Attempts before a task fails for good.
+    pub max_attempts: u32,
+    /// Pipeline tunables.
+    pub pipeline: PipelineConfig,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            lease: Duration::from_secs(60),
+            download_url_ttl: Duration::from_secs(24 * 3600),
+            retention: Duration::from_secs(24 * 3600),
+            max_attempts: 5,
+            pipeline: PipelineConfig::default(),
+        }
+    }
+}
+
+/// Everything an export attempt needs.
+#[derive(Clone)]
+pub struct ExportWorker {
+    /// Database.
+    pub store: Store,
+    /// Object store the files go to.
+    pub storage: Arc<dyn ObjectStore>,
+    /// Settings.
+    pub settings: WorkerSettings,
+    /// This process's unique worker name (lease owner).
+    pub name: String,
+}
+
+/// The deterministic object key of a task's file.
+pub fn object_key(task: &ExportTask) -> String {
+    format!("exports/{}/{}.{}", task.project_id, task.id, task.spec.file_extension())
+}
+
+/// The file name offered to the downloader.
+pub fn download_filename(task: &ExportTask) -> String {
+    format!("{}-{}.{}", task.project_id, task.id, task.spec.file_extension())
+}
+
+struct LeaseKeeper<'a> {
+    worker: &'a ExportWorker,
+    task_id: &'a TaskId,
+    rows_total: Option<u64>,
+}
+
+#[async_trait]
+impl ProgressObserver for LeaseKeeper<'_> {
+    async fn on_progress(&mut self, p: PipelineProgress) -> Result<Control, WorkerError> {
+        let progress = Progress { rows_written: p.rows, bytes_written: p.bytes, rows_total: self.rows_total };
+        let hb = self.worker.store.heartbeat(self.task_id, &self.worker.name, self.worker.settings.lease, progress).await?;
+        Ok(if !hb.still_owner {
+            Control::LostLease
+        } else if hb.cancel_requested {
+            Control::Cancel
+        } else {
+            Control::Continue
+        })
+    }
+}
+
+impl ExportWorker {
+    /// Runs one attempt of `task_id` and tells the queue what to do with the message.
+    #[tracing::instrument(skip_all, fields(task_id = %task_id, attempt))]
+    pub async fn process(&self, task_id: &TaskId, attempt: u32) -> JobOutcome {
+        match self.try_process(task_id, attempt).await {
+            Ok(outcome) => outcome,
+            Err(e) if e.is_transient() && attempt < self.settings.max_attempts => {
+                tracing::warn!(error = %e, "export attempt failed; will retry");
+                if let Err(release) = self.store.release_task(task_id, &self.name).await {
+                    tracing::warn!(error = %release, "could not release the task; its lease will lapse");
+                }
+                JobOutcome::Retry(e.to_string())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "export failed");
+                let obj = ErrorObject::new(e.error_code(), format!("the export failed: {e}"));
+                if let Err(store_err) = self.store.fail_task(task_id, Some(&self.name), &obj).await {
+                    tracing::error!(error = %store_err, "could not store the failure");
+                    return JobOutcome::Retry(store_err.to_string());
+                }
+                metrics::counter!("userexport_exports_failed_total").increment(1);
+                JobOutcome::Abort(e.to_string())
+            }
+        }
+    }
+
+    async fn try_process(&self, task_id: &TaskId, attempt: u32) -> Result<JobOutcome, WorkerError> {
+        let task = match self.store.claim_task(task_id, &self.name, self.settings.lease).await? {
+            Claim::Claimed(task) => task,
+            Claim::Busy(_) => {
+                tracing::info!("task is held by another live worker; dropping this duplicate delivery");
+                return Ok(JobOutcome::Done);
+            }
+            Claim::Finished(_) => return Ok(JobOutcome::Done),
+            Claim::NotFound => return Ok(JobOutcome::Abort("task not found".into())),
+        };
+        tracing::Span::current().record("attempt", attempt);
+        if task.cancel_requested {
+            self.store.mark_cancelled(task_id, &self.name).await?;
+            return Ok(JobOutcome::Done);
+        }
+        if task.attempts > self.settings.max_attempts {
+            let obj = ErrorObject::new(Code::ExportFailed, format!("gave up after {} attempts", task.attempts - 1));
+            self.store.fail_task(task_id, Some(&self.name), &obj).await?;
+            return Ok(JobOutcome::Abort("too many attempts".into()));
+        }
+        let key = object_key(&task);
+        if let (Some(old_key), Some(old_upload)) = (&task.object_key, &task.upload_id) {
+            // A previous attempt died mid-upload: never leave its multipart upload open.
+            if let Err(e) = self.storage.abort_upload(old_key, old_upload).await {
+                tracing::warn!(error = %e, "could not abort the previous attempt's upload");
+            }
+        }
+        let started = std::time::Instant::now();
+        let mut rows_total = self.store.count_users(&task.project_id, task.spec.filter()).await?;
+        if let Some(limit) = task.spec.limit() {
+            rows_total = rows_total.min(limit);
+        }
+        let progress = Progress { rows_written: 0, bytes_written: 0, rows_total: Some(rows_total) };
+        self.store.heartbeat(task_id, &self.name, self.settings.lease, progress).await?;
+
+        let meta = ObjectMeta { content_type: task.spec.content_type().to_owned(), filename: download_filename(&task) };
+        let upload = self.storage.start_upload(&key, &meta).await?;
+        if !self.store.set_upload(task_id, &self.name, &key, upload.upload_id()).await? {
+            upload.abort().await?;
+            return Ok(JobOutcome::Done);
+        }
+        let mut keeper = LeaseKeeper { worker: self, task_id, rows_total: Some(rows_total) };
+        let outcome =
+            run_pipeline(&self.store, &task.project_id, &task.spec, upload, &self.settings.pipeline, &mut keeper).await?;
+        let (progress, upload) = match outcome {
+            PipelineOutcome::Finished { progress, upload } => (progress, upload),
+            PipelineOutcome::Stopped { control, upload } => {
+                upload.abort().await?;
+                if control == Control::Cancel {
+                    self.store.mark_cancelled(task_id, &self.name).await?;
+                    metrics::counter!("userexport_exports_cancelled_total").increment(1);
+                    tracing::info!("export cancelled");
+                } else {
+                    tracing::warn!("lost the lease; another worker carries on");
+                }
+                return Ok(JobOutcome::Done);
+            }
+        };
+        let written = upload.complete().await?;
+        let actual = self.storage.head(&key).await?.unwrap_or(0);
+        if actual != progress.bytes || written != progress.bytes {
+            return Err(WorkerError::SizeMismatch { expected: progress.bytes, actual });
+        }
+        let now = Utc::now();
+        let url = self.storage.presign_get(&key, &meta.filename, self.settings.download_url_ttl).await?;
+        let done = Completion {
+            object_key: key,
+            download_url: url,
+            download_url_expires_at: now + self.settings.download_url_ttl,
+            rows_written: progress.rows,
+            bytes_written: progress.bytes,
+            expires_at: now + self.settings.retention,
+        };
+        if !self.store.complete_task(task_id, &self.name, &done).await? {
+            tracing::warn!("lost the lease before completion; the new owner rewrites the same object");
+            return Ok(JobOutcome::Done);
+        }
+        let dialect = task.dialect.as_str();
+        let format = task.spec.format().as_str();
+        metrics::counter!("userexport_exports_completed_total", "dialect" => dialect, "format" => format).increment(1);
+        metrics::counter!("userexport_rows_exported_total").increment(progress.rows);
+        metrics::counter!("userexport_bytes_exported_total").increment(progress.bytes);
+        metrics::histogram!("userexport_export_duration_seconds").record(started.elapsed().as_secs_f64());
+        tracing::info!(rows = progress.rows, bytes = progress.bytes, secs = started.elapsed().as_secs_f64(), "export completed");
+        Ok(JobOutcome::Done)
+    }
+}

@@ -1,0 +1,260 @@
+//! The administrative commands: projects, users, keys, tokens and the one-shot export.
+
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use async_trait::async_trait;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use userexport_domain::{ExportFormat, ExportSpec, JsonPointer, ProjectId, SigningKeyId, UserFilter, UserView, fake};
+use userexport_storage::{StorageError, Upload};
+use userexport_store::Store;
+use userexport_worker::{Control, PipelineConfig, PipelineOutcome, PipelineProgress, ProgressObserver, WorkerError};
+
+use crate::cli::ExportArgs;
+
+fn parse_project(s: &str) -> anyhow::Result<ProjectId> {
+    ProjectId::parse(s).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+async fn existing_project(store: &Store, s: &str) -> anyhow::Result<ProjectId> {
+    let id = parse_project(s)?;
+    match store.get_project(&id).await? {
+        Some(p) => Ok(p.id),
+        None => bail!("no project with id {id}; create one with `userexport project create --name NAME`"),
+    }
+}
+
+/// `project create`.
+pub async fn project_create(store: &Store, name: &str, as_json: bool) -> anyhow::Result<()> {
+    if name.trim().is_empty() {
+        bail!("--name must not be empty");
+    }
+    let (project, key) = store.create_project(name).await?;
+    if as_json {
+        println!("{}", json!({"project_id": project.id, "name": project.name, "management_key": key}));
+    } else {
+        println!("project_id:     {}", project.id);
+        println!("management_key: {key}");
+        println!("(the management key is shown only once; store it now)");
+    }
+    Ok(())
+}
+
+/// `project list`.
+pub async fn project_list(store: &Store, as_json: bool) -> anyhow::Result<()> {
+    let projects = store.list_projects().await?;
+    if as_json {
+        println!("{}", serde_json::to_string(&projects)?);
+    } else {
+        for p in projects {
+            println!("{}  {}  {}", p.id, p.created_at.to_rfc3339(), p.name);
+        }
+    }
+    Ok(())
+}
+
+/// `users seed`.
+pub async fn users_seed(store: &Store, project: &str, count: u64, seed: u64, offset: Option<u64>, as_json: bool) -> anyhow::Result<()> {
+    let project = existing_project(store, project).await?;
+    let offset = match offset {
+        Some(o) => o,
+        None => store.count_users(&project, &UserFilter { test_users: userexport_domain::TestUsers::Include, ..Default::default() }).await?,
+    };
+    const CHUNK: u64 = 20_000;
+    let started = Instant::now();
+    let bar = (!as_json).then(|| progress_bar(count, "seeding"));
+    let mut done = 0;
+    while done < count {
+        let n = CHUNK.min(count - done);
+        let start = offset + done;
+        // Generating is CPU work; do it off the async runtime's worker threads.
+        let users = tokio::task::spawn_blocking(move || (start..start + n).map(|i| fake::user(seed, i)).collect::<Vec<_>>())
+            .await
+            .context("user generator panicked")?;
+        store.insert_users(&project, &users).await.with_context(|| format!("inserting users {start}..{}", start + n))?;
+        done += n;
+        if let Some(b) = &bar {
+            b.set_position(done);
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let rate = count as f64 / secs.max(1e-9);
+    if as_json {
+        println!("{}", json!({"project_id": project, "inserted": count, "seed": seed, "offset": offset, "seconds": secs, "users_per_second": rate.round()}));
+    } else {
+        println!("inserted {count} users into {project} in {secs:.2}s ({rate:.0} users/s; seed {seed}, offset {offset})");
+    }
+    Ok(())
+}
+
+/// `keys create`.
+pub async fn keys_create(store: &Store, project: &str, out: &std::path::Path, as_json: bool) -> anyhow::Result<()> {
+    let project = existing_project(store, project).await?;
+    if out.exists() {
+        bail!("{} already exists; refusing to overwrite a private key", out.display());
+    }
+    let (kid, private_pem, public_jwk) = userexport_api::auth::generate_signing_key()?;
+    crate::config::write_private_file(out, private_pem.as_bytes())?;
+    store.add_signing_key(&project, &kid, &public_jwk).await?;
+    if as_json {
+        println!("{}", json!({"project_id": project, "kid": kid, "private_key_file": out}));
+    } else {
+        println!("kid: {kid}");
+        println!("private key written to {} (mode 0600); only the public key is stored", out.display());
+    }
+    Ok(())
+}
+
+/// `token mint`.
+pub async fn token_mint(
+    store: &Store,
+    project: &str,
+    ttl: Duration,
+    key: Option<&std::path::Path>,
+    kid: Option<&str>,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    let project = existing_project(store, project).await?;
+    let (kid, pem) = match (key, kid) {
+        (Some(path), Some(kid)) => {
+            let kid = SigningKeyId::parse(kid).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let pem = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            (kid, pem)
+        }
+        _ => store.server_signing_key(&project).await?,
+    };
+    let token = userexport_api::auth::mint_token(&project, &kid, &pem, ttl)?;
+    if as_json {
+        println!("{}", json!({"token": token}));
+    } else {
+        println!("{token}");
+    }
+    Ok(())
+}
+
+fn progress_bar(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{what} [{{elapsed_precise}}] {{wide_bar}} {{pos}}/{{len}} users ({{per_sec}}, ETA {{eta}})"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+struct BarObserver(Option<ProgressBar>);
+
+#[async_trait]
+impl ProgressObserver for BarObserver {
+    async fn on_progress(&mut self, p: PipelineProgress) -> Result<Control, WorkerError> {
+        if let Some(b) = &self.0 {
+            b.set_position(p.rows);
+        }
+        Ok(Control::Continue)
+    }
+}
+
+/// Parses `--field /pointer[=Header]`.
+fn parse_field(s: &str) -> anyhow::Result<(JsonPointer, Option<String>)> {
+    let (ptr, name) = match s.split_once('=') {
+        Some((p, n)) => (p, Some(n.to_owned())),
+        None => (s, None),
+    };
+    Ok((JsonPointer::parse(ptr)?, name))
+}
+
+/// `export`: the worker's pipeline into a local file.
+pub async fn export(store: &Store, args: &ExportArgs) -> anyhow::Result<()> {
+    let project = existing_project(store, &args.project).await?;
+    let format = ExportFormat::from_str(&args.format).map_err(|e| anyhow::anyhow!(e))?;
+    let view = UserView::from_str(&args.view).map_err(|e| anyhow::anyhow!(e))?;
+    let filter: UserFilter = match &args.filters {
+        Some(s) => serde_json::from_str(s).context("--filters is not a valid filter object")?,
+        None => UserFilter::default(),
+    };
+    let mut b = ExportSpec::builder(format).view(view).filter(filter).gzip(args.gzip).formula_guard(!args.no_formula_guard);
+    for f in &args.fields {
+        let (ptr, name) = parse_field(f)?;
+        b = b.field(ptr, name);
+    }
+    let spec = b.build()?;
+    let out = std::path::absolute(&args.out)?;
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let total = store.count_users(&project, spec.filter()).await?;
+    let upload = Box::new(FileUpload::create(&out).await?);
+    let started = Instant::now();
+    let mut observer = BarObserver((!args.json).then(|| progress_bar(total, "exporting")));
+    let cfg = PipelineConfig { progress_every: Duration::from_millis(200), ..PipelineConfig::default() };
+    let outcome = userexport_worker::run_pipeline(store, &project, &spec, upload, &cfg, &mut observer).await?;
+    let PipelineOutcome::Finished { progress, upload } = outcome else {
+        bail!("the export stopped early");
+    };
+    upload.complete().await?;
+    if let Some(b) = observer.0 {
+        b.finish_and_clear();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    if args.json {
+        println!("{}", json!({"file": out, "rows": progress.rows, "bytes": progress.bytes, "seconds": secs}));
+    } else {
+        println!("wrote {} users ({} bytes) to {} in {secs:.2}s", progress.rows, progress.bytes, out.display());
+    }
+    Ok(())
+}
+
+/// An [`Upload`] into a local file: written to `<file>.partial`, renamed into place on completion.
+struct FileUpload {
+    file: tokio::fs::File,
+    partial: std::path::PathBuf,
+    target: std::path::PathBuf,
+    bytes: u64,
+}
+
+impl FileUpload {
+    async fn create(target: &std::path::Path) -> anyhow::Result<Self> {
+        let mut partial = target.as_os_str().to_owned();
+        partial.push(".partial");
+        let partial = std::path::PathBuf::from(partial);
+        let file = tokio::fs::File::create(&partial).await.with_context(|| format!("cannot create {}", partial.display()))?;
+        Ok(Self { file, partial, target: target.to_owned(), bytes: 0 })
+    }
+}
+
+fn io_err(source: std::io::Error) -> StorageError {
+    StorageError::Io { op: "write export file", source }
+}
+
+#[async_trait]
+impl Upload for FileUpload {
+    fn upload_id(&self) -> Option<&str> {
+        None
+    }
+
+    async fn put_part(&mut self, data: bytes::Bytes) -> Result<(), StorageError> {
+        use tokio::io::AsyncWriteExt;
+        self.file.write_all(&data).await.map_err(io_err)?;
+        self.bytes += data.len() as u64;
+        Ok(())
+    }
+
+    async fn complete(mut self: Box<Self>) -> Result<u64, StorageError> {
+        use tokio::io::AsyncWriteExt;
+        self.file.flush().await.map_err(io_err)?;
+        self.file.sync_all().await.map_err(io_err)?;
+        tokio::fs::rename(&self.partial, &self.target).await.map_err(io_err)?;
+        Ok(self.bytes)
+    }
+
+    async fn abort(self: Box<Self>) -> Result<(), StorageError> {
+        let _ = tokio::fs::remove_file(&self.partial).await;
+        Ok(())
+    }
+}

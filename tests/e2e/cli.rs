@@ -1,0 +1,231 @@
+//! The `userexport` binary as a user runs it: CLI seed + export on SQLite and Postgres, and the
+//! production topology with `serve` and `worker` as separate processes.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use userexport_domain::user::AUTHGEAR_DEFAULT_POINTERS;
+use userexport_domain::{JsonPointer, fake};
+
+use crate::helpers::{create_database, drop_database, random_suffix, services};
+
+const BIN: &str = env!("CARGO_BIN_EXE_userexport");
+
+/// Runs the binary to completion; returns stdout (panics with stderr on failure).
+fn run(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .env("USEREXPORT_LOG", "warn")
+        .output()
+        .expect("run userexport");
+    assert!(out.status.success(), "userexport {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf-8 stdout")
+}
+
+fn json_out(args: &[&str], env: &[(&str, &str)]) -> Value {
+    let out = run(args, env);
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+fn expected_cell(v: Option<&Value>) -> String {
+    let s = match v {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Bool(b)) => b.to_string(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(other) => serde_json::to_string(other).unwrap().replace('<', "\\u003c").replace('>', "\\u003e").replace('&', "\\u0026"),
+    };
+    let formula = s.starts_with(['=', '-', '@', '\t', '\r']) || (s.starts_with('+') && !s[1..].bytes().all(|b| b.is_ascii_digit()));
+    if formula { format!("'{s}") } else { s }
+}
+
+/// Seeds `count` users with the CLI, exports them with the CLI and checks the CSV cell by cell.
+fn seed_and_export(env: &[(&str, &str)], dir: &Path, count: u64) {
+    let created = json_out(&["project", "create", "--name", "cli", "--json"], env);
+    let project = created["project_id"].as_str().unwrap().to_owned();
+    assert!(created["management_key"].as_str().unwrap().starts_with('K'));
+    let seeded = json_out(&["users", "seed", "--project", &project, "--count", &count.to_string(), "--seed", "7", "--json"], env);
+    assert_eq!(seeded["inserted"], count);
+    let out = dir.join("users.csv");
+    let out_s = out.to_str().unwrap();
+    let exported = json_out(&["export", "--project", &project, "--format", "csv", "--out", out_s, "--json"], env);
+    let visible: Vec<_> = (0..count).map(|i| fake::user(7, i)).filter(|u| !u.test).collect();
+    assert_eq!(exported["rows"], visible.len());
+
+    let mut reader = csv::Reader::from_path(&out).expect("open csv");
+    let headers: Vec<String> = reader.headers().unwrap().iter().map(str::to_owned).collect();
+    let want: Vec<String> = AUTHGEAR_DEFAULT_POINTERS.iter().map(|p| JsonPointer::parse(p).unwrap().header_name()).collect();
+    assert_eq!(headers, want);
+    let pointers: Vec<JsonPointer> = AUTHGEAR_DEFAULT_POINTERS.iter().map(|p| JsonPointer::parse(p).unwrap()).collect();
+    let mut rows = 0;
+    for (record, user) in reader.records().zip(&visible) {
+        let record = record.expect("record");
+        assert_eq!(record.len(), 41);
+        let view = user.authgear_record();
+        for (i, p) in pointers.iter().enumerate() {
+            assert_eq!(record[i], expected_cell(p.resolve(&view)), "user {} {}", user.id, p);
+        }
+        rows += 1;
+    }
+    assert_eq!(rows, visible.len());
+}
+
+#[test]
+fn cli_seed_and_export_100k_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let env = [("USEREXPORT_DATA_DIR", data.to_str().unwrap())];
+    seed_and_export(&env, dir.path(), 100_000);
+}
+
+#[tokio::test]
+async fn cli_seed_and_export_100k_on_postgres() {
+    let Some(svc) = services() else { return };
+    let name = format!("userexport_test_{}", random_suffix());
+    let url = create_database(&svc.postgres_admin_url, &name).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let env = [("USEREXPORT_DATA_DIR", data.to_str().unwrap()), ("USEREXPORT_DATABASE_URL", url.as_str())];
+    let d = dir.path().to_owned();
+    let result = tokio::task::spawn_blocking(move || {
+        let env: Vec<(&str, &str)> = env.to_vec();
+        std::panic::catch_unwind(|| seed_and_export(&env, &d, 100_000))
+    })
+    .await
+    .unwrap();
+    drop_database(&svc.postgres_admin_url, &name).await;
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+struct Proc(Child);
+
+impl Proc {
+    fn spawn(args: &[&str], env: &[(String, String)]) -> Proc {
+        let child = Command::new(BIN)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("USEREXPORT_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn userexport");
+        Proc(child)
+    }
+
+    /// SIGTERM, then wait (bounded); returns whether it exited successfully.
+    fn terminate(mut self) -> bool {
+        let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
+        for _ in 0..300 {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        false
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_and_worker_run_as_separate_processes() {
+    let Some(svc) = services() else { return };
+    let name = format!("userexport_test_{}", random_suffix());
+    let db = create_database(&svc.postgres_admin_url, &name).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let env: Vec<(String, String)> = [
+        ("USEREXPORT_DATA_DIR", dir.path().to_str().unwrap().to_owned()),
+        ("USEREXPORT_DATABASE_URL", db.clone()),
+        ("USEREXPORT_REDIS_URL", svc.redis_url.clone()),
+        ("USEREXPORT_QUEUE_PREFIX", format!("uetest-{}", random_suffix())),
+        ("USEREXPORT_S3_ENDPOINT", svc.s3_endpoint.clone()),
+        ("USEREXPORT_S3_BUCKET", format!("uetest-{}", random_suffix())),
+        ("USEREXPORT_S3_ACCESS_KEY_ID", svc.s3_access_key.clone()),
+        ("USEREXPORT_S3_SECRET_ACCESS_KEY", svc.s3_secret_key.clone()),
+        ("USEREXPORT_BIND", format!("127.0.0.1:{port}")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    run(&["migrate"], &env_ref);
+    let created = json_out(&["project", "create", "--name", "procs", "--json"], &env_ref);
+    let project = created["project_id"].as_str().unwrap().to_owned();
+    let key = created["management_key"].as_str().unwrap().to_owned();
+    json_out(&["users", "seed", "--project", &project, "--count", "3000", "--json"], &env_ref);
+
+    let api = Proc::spawn(&["serve"], &env);
+    let worker = Proc::spawn(&["worker", "--concurrency", "2"], &env);
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let auth = format!("Bearer {project}:{key}");
+    let mut ready = false;
+    for _ in 0..200 {
+        if client.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status() == 200) {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "API did not come up");
+    let resp = client
+        .post(format!("{base}/_api/admin/users/export"))
+        .header("Authorization", &auth)
+        .json(&json!({"format": "csv", "csv": {"fields": [{"pointer": "/sub"}, {"pointer": "/email"}]}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let id = resp.json::<Value>().await.unwrap()["result"]["id"].as_str().unwrap().to_owned();
+    let mut done = Value::Null;
+    for _ in 0..600 {
+        let body: Value = client
+            .get(format!("{base}/_api/admin/users/export/{id}"))
+            .header("Authorization", &auth)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if body["result"]["status"] == "completed" {
+            done = body;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(done["result"]["status"], "completed", "task did not complete");
+    assert!(done["result"].get("error").is_none(), "{done}");
+    let bytes = client.get(done["result"]["download_url"].as_str().unwrap()).send().await.unwrap().bytes().await.unwrap();
+    let mut reader = csv::Reader::from_reader(bytes.as_ref());
+    assert_eq!(reader.headers().unwrap(), vec!["sub", "email"]);
+    let expected: Vec<_> = (0..3000).map(|i| fake::user(1, i)).filter(|u| !u.test).collect();
+    let got: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(got.len(), expected.len());
+    for (row, user) in got.iter().zip(&expected) {
+        assert_eq!(&row[0], user.id.as_str());
+        assert_eq!(Some(&row[1]), user.email.as_deref());
+    }
+    assert!(worker.terminate(), "worker did not exit cleanly on SIGTERM");
+    assert!(api.terminate(), "API did not exit cleanly on SIGTERM");
+    drop_database(&svc.postgres_admin_url, &name).await;
+}
