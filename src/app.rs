@@ -14,7 +14,7 @@ use userexport_storage::{LocalFsStore, ObjectStore, S3Config, S3Store};
 use userexport_store::Store;
 use userexport_worker::{ExportWorker, MaintenanceSettings, PipelineConfig, WorkerSettings};
 
-use crate::config::{Settings, StorageSettings};
+use crate::config::{QueueSettings, Settings, StorageSettings};
 
 /// The shared state every process role is built from.
 #[derive(Clone)]
@@ -35,9 +35,9 @@ pub async fn build(settings: &Settings) -> anyhow::Result<Components> {
         .with_context(|| format!("cannot create the data directory {}", settings.data_dir.display()))?;
     let store = Store::connect(&settings.database_url).await.context("cannot connect to the database")?;
     store.migrate().await.context("database migrations failed")?;
-    let queue_cfg = match &settings.queue.redis_url {
-        Some(url) => QueueConfig::Redis { url: url.clone(), prefix: settings.queue.prefix.clone() },
-        None => QueueConfig::Sqlite { url: settings.database_url.clone(), prefix: settings.queue.prefix.clone() },
+    let queue_cfg = match &settings.queue {
+        QueueSettings::Redis { url, prefix } => QueueConfig::Redis { url: url.clone(), prefix: prefix.clone() },
+        QueueSettings::Sqlite { url, prefix } => QueueConfig::Sqlite { url: url.clone(), prefix: prefix.clone() },
     };
     let queue = Queue::connect(&queue_cfg).await.context("cannot connect to the queue")?;
     let (storage, local_files): (Arc<dyn ObjectStore>, _) = match &settings.storage {
@@ -47,14 +47,14 @@ pub async fn build(settings: &Settings) -> anyhow::Result<Components> {
                 bucket: bucket.clone(),
                 region: region.clone(),
                 access_key_id: access_key_id.clone(),
-                secret_access_key: secret_access_key.expose().to_owned(),
+                secret_access_key: secret_access_key.clone(),
                 force_path_style: *force_path_style,
             });
             s3.ensure_bucket().await.context("cannot reach or create the S3 bucket")?;
             (Arc::new(s3), None)
         }
         StorageSettings::Local { dir } => {
-            let secret = crate::config::load_or_create_signing_secret(settings)?;
+            let secret = settings.signing_secret()?;
             let local = Arc::new(LocalFsStore::new(dir.clone(), settings.public_url.clone(), secret));
             (local.clone(), Some(local))
         }

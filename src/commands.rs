@@ -113,6 +113,7 @@ pub async fn keys_create(store: &Store, project: &str, out: &std::path::Path, as
 /// `token mint`.
 pub async fn token_mint(
     store: &Store,
+    data_dir: &std::path::Path,
     project: &str,
     ttl: Duration,
     key: Option<&std::path::Path>,
@@ -126,7 +127,7 @@ pub async fn token_mint(
             let pem = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
             (kid, pem)
         }
-        _ => store.server_signing_key(&project).await?,
+        _ => local_signing_key(store, data_dir, &project).await?,
     };
     let token = userexport_api::auth::mint_token(&project, &kid, &pem, ttl)?;
     if as_json {
@@ -135,6 +136,34 @@ pub async fn token_mint(
         println!("{token}");
     }
     Ok(())
+}
+
+/// The signing key `token mint` uses when no `--key` is given: `<data_dir>/keys/<project>.json`
+/// (mode 0600), created and registered on first use. Only its public half is in the database.
+async fn local_signing_key(
+    store: &Store,
+    data_dir: &std::path::Path,
+    project: &ProjectId,
+) -> anyhow::Result<(SigningKeyId, String)> {
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct KeyFile {
+        kid: String,
+        private_pem: String,
+    }
+    let path = data_dir.join("keys").join(format!("{project}.json"));
+    if let Ok(bytes) = std::fs::read(&path) {
+        let file: KeyFile =
+            serde_json::from_slice(&bytes).with_context(|| format!("{} is not a key file", path.display()))?;
+        let kid = SigningKeyId::parse(&file.kid).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        if store.signing_keys(project).await?.iter().any(|(k, _)| *k == kid) {
+            return Ok((kid, file.private_pem));
+        }
+    }
+    let (kid, private_pem, public_jwk) = userexport_api::auth::generate_signing_key()?;
+    let file = KeyFile { kid: kid.to_string(), private_pem };
+    crate::config::write_private_file(&path, &serde_json::to_vec_pretty(&file)?)?;
+    store.add_signing_key(project, &kid, &public_jwk).await?;
+    Ok((kid, file.private_pem))
 }
 
 fn progress_bar(len: u64, what: &str) -> ProgressBar {

@@ -1369,6 +1369,34 @@ pub fn load_or_create_signing_secret(data_dir: &Path) -> Result<Vec<u8>, ConfigE
     }
 }
 
+/// Writes `bytes` to a new file at `path` with mode 0600 (private keys, credentials), creating
+/// parent directories. Overwrites an existing file atomically (temporary file + rename).
+pub fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let suffix: u64 = rand::random();
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.{suffix:016x}.tmp"));
+    let write = || -> std::io::Result<()> {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options.open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    let result = write();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
 fn checked_secret(text: String) -> Result<Vec<u8>, String> {
     let trimmed = text.trim();
     if trimmed.len() < MIN_SIGNING_SECRET_LEN {

@@ -50,7 +50,7 @@ async fn run(command: Command, settings: userexport::config::Settings) -> anyhow
                 }
                 Command::Keys(KeysCommand::Create { project, out, json }) => commands::keys_create(&c.store, &project, &out, json).await,
                 Command::Token(TokenCommand::Mint { project, ttl, key, kid, json }) => {
-                    commands::token_mint(&c.store, &project, ttl, key.as_deref(), kid.as_deref(), json).await
+                    commands::token_mint(&c.store, &settings.data_dir, &project, ttl, key.as_deref(), kid.as_deref(), json).await
                 }
                 Command::Export(args) => commands::export(&c.store, &args).await,
                 Command::Up | Command::Serve | Command::Worker(_) | Command::Migrate => unreachable!("handled above"),

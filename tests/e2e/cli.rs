@@ -88,10 +88,10 @@ async fn cli_seed_and_export_100k_on_postgres() {
     let url = create_database(&svc.postgres_admin_url, &name).await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let env = [("USEREXPORT_DATA_DIR", data.to_str().unwrap()), ("USEREXPORT_DATABASE_URL", url.as_str())];
+    let env = [("USEREXPORT_DATA_DIR".to_owned(), data.display().to_string()), ("USEREXPORT_DATABASE_URL".to_owned(), url)];
     let d = dir.path().to_owned();
     let result = tokio::task::spawn_blocking(move || {
-        let env: Vec<(&str, &str)> = env.to_vec();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         std::panic::catch_unwind(|| seed_and_export(&env, &d, 100_000))
     })
     .await

@@ -8,7 +8,7 @@ use std::time::Duration;
 use rand::Rng;
 use serde_json::Value;
 use userexport::app::{self, Components, Shutdown};
-use userexport::config::Settings;
+use userexport::config::{ConfigArgs, Settings};
 use userexport_domain::{ProjectId, User, fake};
 
 /// Which backing services an app uses.
@@ -107,7 +107,6 @@ pub struct TestApp {
     pub mode: Mode,
     pub base: String,
     pub client: reqwest::Client,
-    pub settings: Settings,
     pub components: Components,
     pub project: ProjectId,
     pub key: String,
@@ -124,19 +123,37 @@ pub struct TestApp {
 pub async fn test_settings(mode: Mode, dir: &std::path::Path) -> Option<(Settings, Option<(String, String)>)> {
     let prefix = format!("uetest-{}", random_suffix());
     match mode {
-        Mode::Embedded => {
-            let s = Settings::for_tests(dir, None, None, &prefix);
-            Some((s, None))
-        }
+        Mode::Embedded => Some((resolve(dir, &[("USEREXPORT_QUEUE_PREFIX", prefix)]), None)),
         Mode::Production => {
             let svc = services()?;
             let db_name = format!("userexport_test_{}", random_suffix());
             let db_url = create_database(&svc.postgres_admin_url, &db_name).await;
-            let mut s = Settings::for_tests(dir, Some(db_url), Some(svc.redis_url.clone()), &prefix);
-            s.use_s3(&svc.s3_endpoint, &format!("uetest-{}", random_suffix()), &svc.s3_access_key, &svc.s3_secret_key);
+            let s = resolve(
+                dir,
+                &[
+                    ("USEREXPORT_QUEUE_PREFIX", prefix),
+                    ("USEREXPORT_DATABASE_URL", db_url),
+                    ("USEREXPORT_REDIS_URL", svc.redis_url.clone()),
+                    ("USEREXPORT_S3_ENDPOINT", svc.s3_endpoint.clone()),
+                    ("USEREXPORT_S3_BUCKET", format!("uetest-{}", random_suffix())),
+                    ("USEREXPORT_S3_REGION", "us-east-1".to_owned()),
+                    ("USEREXPORT_S3_ACCESS_KEY_ID", svc.s3_access_key.clone()),
+                    ("USEREXPORT_S3_SECRET_ACCESS_KEY", svc.s3_secret_key.clone()),
+                    ("USEREXPORT_S3_FORCE_PATH_STYLE", "true".to_owned()),
+                ],
+            );
             Some((s, Some((svc.postgres_admin_url, db_name))))
         }
     }
+}
+
+/// Resolves settings exactly as the binary does, from `vars` only (the process environment is ignored).
+fn resolve(dir: &std::path::Path, vars: &[(&str, String)]) -> Settings {
+    let mut env: std::collections::HashMap<String, String> =
+        vars.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
+    env.insert("USEREXPORT_DATA_DIR".into(), dir.join("data").display().to_string());
+    env.insert("USEREXPORT_BIND".into(), "127.0.0.1:0".into());
+    ConfigArgs::default().resolve_with(&|name| env.get(name).cloned()).expect("test settings resolve")
 }
 
 /// Starts an app (API on port 0 and a background worker) with two projects.
@@ -160,7 +177,6 @@ pub async fn spawn_app(mode: Mode) -> Option<TestApp> {
         mode,
         base: format!("http://{addr}"),
         client: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client"),
-        settings,
         components,
         project: project.id,
         key,

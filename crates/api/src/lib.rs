@@ -104,7 +104,7 @@ pub fn app(
 
 /// Starts the HTTP server on `listener`. Signals are not handled here: the caller stops the returned
 /// server with `ServerHandle::stop(true)` (graceful) on shutdown.
-pub async fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
+pub fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
     // Install the metrics recorder before the first request records anything.
     ops::metrics_handle();
     let state = web::Data::new(state);
