@@ -592,6 +592,10 @@ fn cargo_test_args(extra: &[String]) -> Vec<String> {
     {
         args.push("--locked".to_owned());
     }
+    // Report every failing test binary, not just the first.
+    if !extra.iter().take_while(|a| a.as_str() != "--").any(|a| a == "--no-fail-fast") {
+        args.push("--no-fail-fast".to_owned());
+    }
     args.extend(extra.iter().cloned());
     args
 }

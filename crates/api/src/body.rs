@@ -193,6 +193,9 @@ fn classify(location: String, msg: &str) -> FieldError {
         }
     } else if msg.starts_with("unknown field") {
         let property = quoted(msg).unwrap_or_default();
+        // serde_path_to_error ends the path with the unknown key itself; report its object.
+        let suffix = format!("/{}", escape_token(property));
+        let location = location.strip_suffix(&suffix).map(str::to_owned).unwrap_or(location);
         FieldError {
             location,
             kind: "additionalProperties",

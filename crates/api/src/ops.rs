@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
-use actix_web::{HttpResponse, ResponseError, web};
+use actix_web::{HttpResponse, web};
 use futures_util::FutureExt;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
@@ -120,31 +120,36 @@ pub async fn observe(
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let start = Instant::now();
     let method = req.method().to_string();
-    let http_req = req.request().clone();
-    let res = match AssertUnwindSafe(next.call(req)).catch_unwind().await {
-        Ok(Ok(res)) => res.map_into_boxed_body(),
-        Ok(Err(e)) => {
-            // Errors from services become responses here so that they are counted too.
-            let res = e.error_response();
-            ServiceResponse::new(http_req.clone(), res)
+    // The request must not be cloned before routing (actix needs it unshared to record the match),
+    // so only the dialect is taken up front; the route pattern comes from the response.
+    let dialect = ApiDialect::from_path(req.path());
+    let (result, route) = match AssertUnwindSafe(next.call(req)).catch_unwind().await {
+        Ok(Ok(res)) => {
+            let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+            (Ok(res.map_into_boxed_body()), route)
         }
+        // Errors from services are rendered by actix through their `ResponseError`.
+        Ok(Err(e)) => (Err(e), "unmatched".to_owned()),
         Err(panic) => {
             let what = panic
                 .downcast_ref::<&str>()
                 .map(|s| (*s).to_owned())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "non-string panic payload".into());
-            let dialect = ApiDialect::from_path(http_req.path());
             let err = ApiError::internal(dialect, std::io::Error::other(format!("handler panicked: {what}")));
-            ServiceResponse::new(http_req.clone(), err.error_response())
+            (Err(err.into()), "unmatched".to_owned())
         }
     };
-    let route = http_req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
-    let status = res.status().as_u16().to_string();
+    let status = match &result {
+        Ok(res) => res.status(),
+        Err(e) => e.as_response_error().status_code(),
+    }
+    .as_u16()
+    .to_string();
     let labels = [("method", method), ("route", route), ("status", status)];
     metrics::counter!(HTTP_REQUESTS, &labels).increment(1);
     metrics::histogram!(HTTP_DURATION, &labels).record(start.elapsed().as_secs_f64());
-    Ok(res)
+    result
 }
 
 #[cfg(test)]
@@ -167,13 +172,26 @@ mod tests {
                 .route("/v1/boom", web::get().to(boom)),
         )
         .await;
-        let res = atest::call_service(&app, atest::TestRequest::get().uri("/_api/admin/boom").to_request()).await;
-        assert_eq!(res.status().as_u16(), 500);
-        let body: serde_json::Value = atest::read_body_json(res).await;
+        // The server renders an `Err` through its `ResponseError`, as done here.
+        let call = |uri: &'static str| {
+            let app = &app;
+            async move {
+                let err = atest::try_call_service(app, atest::TestRequest::get().uri(uri).to_request())
+                    .await
+                    .err()
+                    .expect("a panic becomes an error");
+                let res = err.error_response();
+                let status = res.status().as_u16();
+                let bytes = actix_web::body::to_bytes(res.into_body()).await.ok().expect("body");
+                (status, serde_json::from_slice::<serde_json::Value>(&bytes).expect("json"))
+            }
+        };
+        let (status, body) = call("/_api/admin/boom").await;
+        assert_eq!(status, 500);
         assert_eq!(body["error"]["reason"], "UnexpectedError");
         assert!(!body.to_string().contains("kaboom"));
-        let res = atest::call_service(&app, atest::TestRequest::get().uri("/v1/boom").to_request()).await;
-        let body: serde_json::Value = atest::read_body_json(res).await;
+        let (status, body) = call("/v1/boom").await;
+        assert_eq!(status, 500);
         assert_eq!(body["code"], "internal");
     }
 

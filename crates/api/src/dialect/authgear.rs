@@ -490,9 +490,12 @@ mod tests {
         assert!(details["error"].as_str().unwrap().contains("expecting `/`"));
         let errors = invalid(json!({"format": "csv", "csv": {"fields": [{"pointer": "/a~2"}]}}));
         assert_eq!(errors[0].code, Code::InvalidFieldPointer);
-        // "" and "/" pass; pointers are never checked to resolve.
-        let p = ok(json!({"format": "csv", "csv": {"fields": [{"pointer": ""}, {"pointer": "/"}, {"pointer": "/no/such/thing"}]}}));
-        assert_eq!(p.spec.fields().len(), 3);
+        // "" and "/" pass; pointers are never checked to resolve. (Both are named "", so they
+        // cannot appear together, exactly as in Authgear.)
+        let p = ok(json!({"format": "csv", "csv": {"fields": [{"pointer": ""}, {"pointer": "/no/such/thing"}]}}));
+        assert_eq!(p.spec.fields().len(), 2);
+        let p = ok(json!({"format": "csv", "csv": {"fields": [{"pointer": "/"}]}}));
+        assert_eq!(p.spec.fields().len(), 1);
     }
 
     #[test]
