@@ -966,25 +966,19 @@ mod tests {
 
     #[test]
     fn cargo_test_arguments() {
-        assert_eq!(
-            cargo_test_args(&[]),
-            strings(&["test", "--workspace", "--locked"])
-        );
+        assert_eq!(cargo_test_args(&[]), strings(&["test", "--workspace", "--locked", "--no-fail-fast"]));
         assert_eq!(
             cargo_test_args(&strings(&["-p", "userexport-store"])),
-            strings(&["test", "--locked", "-p", "userexport-store"])
+            strings(&["test", "--locked", "--no-fail-fast", "-p", "userexport-store"])
         );
-        assert_eq!(
-            cargo_test_args(&strings(&["-puserexport-store"]))[..2],
-            strings(&["test", "--locked"])
-        );
+        assert_eq!(cargo_test_args(&strings(&["-puserexport-store"]))[..2], strings(&["test", "--locked"]));
         assert_eq!(
             cargo_test_args(&strings(&["--", "-p"])),
-            strings(&["test", "--workspace", "--locked", "--", "-p"])
+            strings(&["test", "--workspace", "--locked", "--no-fail-fast", "--", "-p"])
         );
         assert_eq!(
-            cargo_test_args(&strings(&["--locked"])),
-            strings(&["test", "--workspace", "--locked"])
+            cargo_test_args(&strings(&["--locked", "--no-fail-fast"])),
+            strings(&["test", "--workspace", "--locked", "--no-fail-fast"])
         );
     }
 
