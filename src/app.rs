@@ -118,11 +118,7 @@ pub async fn os_signal() {
 }
 
 /// Starts the API on `listener`; returns the running server.
-pub fn start_api(
-    settings: &Settings,
-    c: &Components,
-    listener: TcpListener,
-) -> anyhow::Result<actix_web::dev::Server> {
+pub fn start_api(settings: &Settings, c: &Components, listener: TcpListener) -> anyhow::Result<actix_web::dev::Server> {
     let state = AppState {
         store: c.store.clone(),
         storage: c.storage.clone(),
@@ -134,7 +130,12 @@ pub fn start_api(
 }
 
 /// Runs the worker (and maintenance) until `shutdown`.
-pub async fn run_worker(settings: &Settings, c: &Components, concurrency: usize, shutdown: Shutdown) -> anyhow::Result<()> {
+pub async fn run_worker(
+    settings: &Settings,
+    c: &Components,
+    concurrency: usize,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
     let worker = ExportWorker {
         store: c.store.clone(),
         storage: c.storage.clone(),
@@ -142,7 +143,12 @@ pub async fn run_worker(settings: &Settings, c: &Components, concurrency: usize,
         name: Queue::worker_name(),
     };
     let maintenance = MaintenanceSettings { interval: settings.sweep_interval, ..MaintenanceSettings::default() };
-    let m = tokio::spawn(userexport_worker::run_maintenance(worker.clone(), c.queue.clone(), maintenance, shutdown.clone().wait()));
+    let m = tokio::spawn(userexport_worker::run_maintenance(
+        worker.clone(),
+        c.queue.clone(),
+        maintenance,
+        shutdown.clone().wait(),
+    ));
     let opts = WorkerOptions { concurrency: concurrency.max(1), ..WorkerOptions::default() };
     let result = userexport_worker::run(worker, c.queue.clone(), opts, shutdown.wait()).await;
     let _ = m.await;
@@ -221,7 +227,10 @@ async fn bootstrap_dev_project(c: &Components, data_dir: &Path, base: &str) -> a
         match std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<DevCredentials>(&b).ok()) {
             Some(creds) => (creds, false),
             None => {
-                println!("userexport is running at {base} (projects exist; no dev credentials file at {}).", path.display());
+                println!(
+                    "userexport is running at {base} (projects exist; no dev credentials file at {}).",
+                    path.display()
+                );
                 return Ok(());
             }
         }
@@ -236,7 +245,9 @@ async fn bootstrap_dev_project(c: &Components, data_dir: &Path, base: &str) -> a
     }
     println!();
     println!("Create an export (Authgear API):");
-    println!("  curl -s -X POST {base}/_api/admin/users/export -H '{auth}' -H 'Content-Type: application/json' -d '{{\"format\":\"csv\"}}'");
+    println!(
+        "  curl -s -X POST {base}/_api/admin/users/export -H '{auth}' -H 'Content-Type: application/json' -d '{{\"format\":\"csv\"}}'"
+    );
     println!("Poll it (paste the id from the answer):");
     println!("  curl -s {base}/_api/admin/users/export/TASK_ID -H '{auth}'");
     println!("Download the file (paste download_url from the answer):");

@@ -56,11 +56,25 @@ pub async fn project_list(store: &Store, as_json: bool) -> anyhow::Result<()> {
 }
 
 /// `users seed`.
-pub async fn users_seed(store: &Store, project: &str, count: u64, seed: u64, offset: Option<u64>, as_json: bool) -> anyhow::Result<()> {
+pub async fn users_seed(
+    store: &Store,
+    project: &str,
+    count: u64,
+    seed: u64,
+    offset: Option<u64>,
+    as_json: bool,
+) -> anyhow::Result<()> {
     let project = existing_project(store, project).await?;
     let offset = match offset {
         Some(o) => o,
-        None => store.count_users(&project, &UserFilter { test_users: userexport_domain::TestUsers::Include, ..Default::default() }).await?,
+        None => {
+            store
+                .count_users(
+                    &project,
+                    &UserFilter { test_users: userexport_domain::TestUsers::Include, ..Default::default() },
+                )
+                .await?
+        }
     };
     const CHUNK: u64 = 20_000;
     let started = Instant::now();
@@ -70,10 +84,14 @@ pub async fn users_seed(store: &Store, project: &str, count: u64, seed: u64, off
         let n = CHUNK.min(count - done);
         let start = offset + done;
         // Generating is CPU work; do it off the async runtime's worker threads.
-        let users = tokio::task::spawn_blocking(move || (start..start + n).map(|i| fake::user(seed, i)).collect::<Vec<_>>())
+        let users =
+            tokio::task::spawn_blocking(move || (start..start + n).map(|i| fake::user(seed, i)).collect::<Vec<_>>())
+                .await
+                .context("user generator panicked")?;
+        store
+            .insert_users(&project, &users)
             .await
-            .context("user generator panicked")?;
-        store.insert_users(&project, &users).await.with_context(|| format!("inserting users {start}..{}", start + n))?;
+            .with_context(|| format!("inserting users {start}..{}", start + n))?;
         done += n;
         if let Some(b) = &bar {
             b.set_position(done);
@@ -85,9 +103,14 @@ pub async fn users_seed(store: &Store, project: &str, count: u64, seed: u64, off
     let secs = started.elapsed().as_secs_f64();
     let rate = count as f64 / secs.max(1e-9);
     if as_json {
-        println!("{}", json!({"project_id": project, "inserted": count, "seed": seed, "offset": offset, "seconds": secs, "users_per_second": rate.round()}));
+        println!(
+            "{}",
+            json!({"project_id": project, "inserted": count, "seed": seed, "offset": offset, "seconds": secs, "users_per_second": rate.round()})
+        );
     } else {
-        println!("inserted {count} users into {project} in {secs:.2}s ({rate:.0} users/s; seed {seed}, offset {offset})");
+        println!(
+            "inserted {count} users into {project} in {secs:.2}s ({rate:.0} users/s; seed {seed}, offset {offset})"
+        );
     }
     Ok(())
 }
@@ -207,7 +230,8 @@ pub async fn export(store: &Store, args: &ExportArgs) -> anyhow::Result<()> {
         Some(s) => serde_json::from_str(s).context("--filters is not a valid filter object")?,
         None => UserFilter::default(),
     };
-    let mut b = ExportSpec::builder(format).view(view).filter(filter).gzip(args.gzip).formula_guard(!args.no_formula_guard);
+    let mut b =
+        ExportSpec::builder(format).view(view).filter(filter).gzip(args.gzip).formula_guard(!args.no_formula_guard);
     for f in &args.fields {
         let (ptr, name) = parse_field(f)?;
         b = b.field(ptr, name);
@@ -252,7 +276,8 @@ impl FileUpload {
         let mut partial = target.as_os_str().to_owned();
         partial.push(".partial");
         let partial = std::path::PathBuf::from(partial);
-        let file = tokio::fs::File::create(&partial).await.with_context(|| format!("cannot create {}", partial.display()))?;
+        let file =
+            tokio::fs::File::create(&partial).await.with_context(|| format!("cannot create {}", partial.display()))?;
         Ok(Self { file, partial, target: target.to_owned(), bytes: 0 })
     }
 }

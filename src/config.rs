@@ -50,78 +50,35 @@ pub struct ConfigArgs {
     pub data_dir: Option<PathBuf>,
 
     /// `sqlite://…` or `postgres://…` [default: sqlite://<data-dir>/userexport.db?mode=rwc].
-    #[arg(
-        long,
-        env = "USEREXPORT_DATABASE_URL",
-        value_name = "URL",
-        hide_env_values = true,
-        global = true
-    )]
+    #[arg(long, env = "USEREXPORT_DATABASE_URL", value_name = "URL", hide_env_values = true, global = true)]
     pub database_url: Option<String>,
 
     /// `redis://…` or `rediss://…`; when set the job queue lives in Redis, else in SQLite.
-    #[arg(
-        long,
-        env = "USEREXPORT_REDIS_URL",
-        value_name = "URL",
-        hide_env_values = true,
-        global = true
-    )]
+    #[arg(long, env = "USEREXPORT_REDIS_URL", value_name = "URL", hide_env_values = true, global = true)]
     pub redis_url: Option<String>,
 
     /// Prefix of the queue's keys / namespace [default: userexport].
-    #[arg(
-        long,
-        env = "USEREXPORT_QUEUE_PREFIX",
-        value_name = "PREFIX",
-        global = true
-    )]
+    #[arg(long, env = "USEREXPORT_QUEUE_PREFIX", value_name = "PREFIX", global = true)]
     pub queue_prefix: Option<String>,
 
     /// S3 endpoint URL for S3-compatible servers; unset means AWS.
-    #[arg(
-        long,
-        env = "USEREXPORT_S3_ENDPOINT",
-        value_name = "URL",
-        global = true
-    )]
+    #[arg(long, env = "USEREXPORT_S3_ENDPOINT", value_name = "URL", global = true)]
     pub s3_endpoint: Option<String>,
 
     /// S3 bucket for export files; when set exports go to S3, else to local files.
-    #[arg(
-        long,
-        env = "USEREXPORT_S3_BUCKET",
-        value_name = "BUCKET",
-        global = true
-    )]
+    #[arg(long, env = "USEREXPORT_S3_BUCKET", value_name = "BUCKET", global = true)]
     pub s3_bucket: Option<String>,
 
     /// S3 region [default: us-east-1].
-    #[arg(
-        long,
-        env = "USEREXPORT_S3_REGION",
-        value_name = "REGION",
-        global = true
-    )]
+    #[arg(long, env = "USEREXPORT_S3_REGION", value_name = "REGION", global = true)]
     pub s3_region: Option<String>,
 
     /// S3 access key id (required with a bucket).
-    #[arg(
-        long,
-        env = "USEREXPORT_S3_ACCESS_KEY_ID",
-        value_name = "ID",
-        global = true
-    )]
+    #[arg(long, env = "USEREXPORT_S3_ACCESS_KEY_ID", value_name = "ID", global = true)]
     pub s3_access_key_id: Option<String>,
 
     /// S3 secret access key (required with a bucket).
-    #[arg(
-        long,
-        env = "USEREXPORT_S3_SECRET_ACCESS_KEY",
-        value_name = "SECRET",
-        hide_env_values = true,
-        global = true
-    )]
+    #[arg(long, env = "USEREXPORT_S3_SECRET_ACCESS_KEY", value_name = "SECRET", hide_env_values = true, global = true)]
     pub s3_secret_access_key: Option<String>,
 
     /// Path-style S3 addressing (`endpoint/bucket/key`) [default: true].
@@ -144,39 +101,19 @@ pub struct ConfigArgs {
     pub log: Option<String>,
 
     /// Log output format: `pretty` or `json` [default: pretty].
-    #[arg(
-        long,
-        env = "USEREXPORT_LOG_FORMAT",
-        value_name = "FORMAT",
-        global = true
-    )]
+    #[arg(long, env = "USEREXPORT_LOG_FORMAT", value_name = "FORMAT", global = true)]
     pub log_format: Option<String>,
 
     /// Lifetime of download URLs, at most 7d [default: 24h].
-    #[arg(
-        long,
-        env = "USEREXPORT_DOWNLOAD_URL_TTL",
-        value_name = "DURATION",
-        global = true
-    )]
+    #[arg(long, env = "USEREXPORT_DOWNLOAD_URL_TTL", value_name = "DURATION", global = true)]
     pub download_url_ttl: Option<String>,
 
     /// How long finished exports (and their files) are kept [default: 24h].
-    #[arg(
-        long,
-        env = "USEREXPORT_RETENTION",
-        value_name = "DURATION",
-        global = true
-    )]
+    #[arg(long, env = "USEREXPORT_RETENTION", value_name = "DURATION", global = true)]
     pub retention: Option<String>,
 
     /// Export jobs processed in parallel per worker process [default: 2].
-    #[arg(
-        long,
-        env = "USEREXPORT_WORKER_CONCURRENCY",
-        value_name = "N",
-        global = true
-    )]
+    #[arg(long, env = "USEREXPORT_WORKER_CONCURRENCY", value_name = "N", global = true)]
     pub worker_concurrency: Option<String>,
 
     /// Lease a worker holds on a running export before another may take it over [default: 60s].
@@ -184,31 +121,15 @@ pub struct ConfigArgs {
     pub lease: Option<String>,
 
     /// Largest accepted HTTP request body in bytes [default: 10485760].
-    #[arg(
-        long,
-        env = "USEREXPORT_MAX_BODY_BYTES",
-        value_name = "BYTES",
-        global = true
-    )]
+    #[arg(long, env = "USEREXPORT_MAX_BODY_BYTES", value_name = "BYTES", global = true)]
     pub max_body_bytes: Option<String>,
 
     /// Interval of the sweeper (expiry, stale uploads) and reconciler [default: 60s].
-    #[arg(
-        long,
-        env = "USEREXPORT_SWEEP_INTERVAL",
-        value_name = "DURATION",
-        global = true
-    )]
+    #[arg(long, env = "USEREXPORT_SWEEP_INTERVAL", value_name = "DURATION", global = true)]
     pub sweep_interval: Option<String>,
 
     /// HMAC secret for local download URLs (≥ 32 chars) [default: generated into <data-dir>/signing.secret].
-    #[arg(
-        long,
-        env = "USEREXPORT_SIGNING_SECRET",
-        value_name = "SECRET",
-        hide_env_values = true,
-        global = true
-    )]
+    #[arg(long, env = "USEREXPORT_SIGNING_SECRET", value_name = "SECRET", hide_env_values = true, global = true)]
     pub signing_secret: Option<String>,
 }
 
@@ -273,18 +194,14 @@ pub struct FileConfig {
 impl FileConfig {
     /// Parses TOML text; `origin` (usually the path) only labels errors. Secrets are not echoed.
     pub fn parse(text: &str, origin: &Path) -> Result<FileConfig, ConfigError> {
-        toml::from_str(text).map_err(|err| ConfigError::File {
-            path: origin.to_path_buf(),
-            reason: describe_toml_error(text, &err),
-        })
+        toml::from_str(text)
+            .map_err(|err| ConfigError::File { path: origin.to_path_buf(), reason: describe_toml_error(text, &err) })
     }
 
     /// Reads and parses a TOML config file.
     pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|err| ConfigError::File {
-            path: path.to_path_buf(),
-            reason: err.to_string(),
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| ConfigError::File { path: path.to_path_buf(), reason: err.to_string() })?;
         FileConfig::parse(&text, path)
     }
 }
@@ -485,10 +402,7 @@ impl fmt::Debug for Settings {
             .field("lease", &format_duration(self.lease))
             .field("max_body_bytes", &self.max_body_bytes)
             .field("sweep_interval", &format_duration(self.sweep_interval))
-            .field(
-                "signing_secret",
-                &self.signing_secret.as_ref().map(|_| REDACTED),
-            )
+            .field("signing_secret", &self.signing_secret.as_ref().map(|_| REDACTED))
             .finish()
     }
 }
@@ -499,32 +413,23 @@ impl fmt::Debug for QueueSettings {
             QueueSettings::Redis { url, prefix } => ("Redis", url, prefix),
             QueueSettings::Sqlite { url, prefix } => ("Sqlite", url, prefix),
         };
-        f.debug_struct(name)
-            .field("url", &redact_url(url))
-            .field("prefix", prefix)
-            .finish()
+        f.debug_struct(name).field("url", &redact_url(url)).field("prefix", prefix).finish()
     }
 }
 
 impl fmt::Debug for StorageSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StorageSettings::S3 {
-                endpoint,
-                bucket,
-                region,
-                access_key_id,
-                secret_access_key: _,
-                force_path_style,
-            } => f
-                .debug_struct("S3")
-                .field("endpoint", &endpoint.as_deref().map(redact_url))
-                .field("bucket", bucket)
-                .field("region", region)
-                .field("access_key_id", access_key_id)
-                .field("secret_access_key", &REDACTED)
-                .field("force_path_style", force_path_style)
-                .finish(),
+            StorageSettings::S3 { endpoint, bucket, region, access_key_id, secret_access_key: _, force_path_style } => {
+                f.debug_struct("S3")
+                    .field("endpoint", &endpoint.as_deref().map(redact_url))
+                    .field("bucket", bucket)
+                    .field("region", region)
+                    .field("access_key_id", access_key_id)
+                    .field("secret_access_key", &REDACTED)
+                    .field("force_path_style", force_path_style)
+                    .finish()
+            }
             StorageSettings::Local { dir } => f.debug_struct("Local").field("dir", dir).finish(),
         }
     }
@@ -544,91 +449,34 @@ struct Key {
 }
 
 const fn key(env: &'static str, flag: &'static str, file: &'static str, secret: bool) -> Key {
-    Key {
-        env,
-        flag,
-        file,
-        secret,
-    }
+    Key { env, flag, file, secret }
 }
 
 const CONFIG: Key = key("USEREXPORT_CONFIG", "--config", "", false);
 const BIND: Key = key("USEREXPORT_BIND", "--bind", "bind", false);
 const DATA_DIR: Key = key("USEREXPORT_DATA_DIR", "--data-dir", "data_dir", false);
-const DATABASE_URL: Key = key(
-    "USEREXPORT_DATABASE_URL",
-    "--database-url",
-    "database_url",
-    false,
-);
+const DATABASE_URL: Key = key("USEREXPORT_DATABASE_URL", "--database-url", "database_url", false);
 const REDIS_URL: Key = key("USEREXPORT_REDIS_URL", "--redis-url", "redis_url", false);
-const QUEUE_PREFIX: Key = key(
-    "USEREXPORT_QUEUE_PREFIX",
-    "--queue-prefix",
-    "queue_prefix",
-    false,
-);
-const S3_ENDPOINT: Key = key(
-    "USEREXPORT_S3_ENDPOINT",
-    "--s3-endpoint",
-    "s3_endpoint",
-    false,
-);
+const QUEUE_PREFIX: Key = key("USEREXPORT_QUEUE_PREFIX", "--queue-prefix", "queue_prefix", false);
+const S3_ENDPOINT: Key = key("USEREXPORT_S3_ENDPOINT", "--s3-endpoint", "s3_endpoint", false);
 const S3_BUCKET: Key = key("USEREXPORT_S3_BUCKET", "--s3-bucket", "s3_bucket", false);
 const S3_REGION: Key = key("USEREXPORT_S3_REGION", "--s3-region", "s3_region", false);
-const S3_ACCESS_KEY_ID: Key = key(
-    "USEREXPORT_S3_ACCESS_KEY_ID",
-    "--s3-access-key-id",
-    "s3_access_key_id",
-    false,
-);
-const S3_SECRET_ACCESS_KEY: Key = key(
-    "USEREXPORT_S3_SECRET_ACCESS_KEY",
-    "--s3-secret-access-key",
-    "s3_secret_access_key",
-    true,
-);
-const S3_FORCE_PATH_STYLE: Key = key(
-    "USEREXPORT_S3_FORCE_PATH_STYLE",
-    "--s3-force-path-style",
-    "s3_force_path_style",
-    false,
-);
+const S3_ACCESS_KEY_ID: Key = key("USEREXPORT_S3_ACCESS_KEY_ID", "--s3-access-key-id", "s3_access_key_id", false);
+const S3_SECRET_ACCESS_KEY: Key =
+    key("USEREXPORT_S3_SECRET_ACCESS_KEY", "--s3-secret-access-key", "s3_secret_access_key", true);
+const S3_FORCE_PATH_STYLE: Key =
+    key("USEREXPORT_S3_FORCE_PATH_STYLE", "--s3-force-path-style", "s3_force_path_style", false);
 const PUBLIC_URL: Key = key("USEREXPORT_PUBLIC_URL", "--public-url", "public_url", false);
 const LOG: Key = key("USEREXPORT_LOG", "--log", "log", false);
 const LOG_FORMAT: Key = key("USEREXPORT_LOG_FORMAT", "--log-format", "log_format", false);
-const DOWNLOAD_URL_TTL: Key = key(
-    "USEREXPORT_DOWNLOAD_URL_TTL",
-    "--download-url-ttl",
-    "download_url_ttl",
-    false,
-);
+const DOWNLOAD_URL_TTL: Key = key("USEREXPORT_DOWNLOAD_URL_TTL", "--download-url-ttl", "download_url_ttl", false);
 const RETENTION: Key = key("USEREXPORT_RETENTION", "--retention", "retention", false);
-const WORKER_CONCURRENCY: Key = key(
-    "USEREXPORT_WORKER_CONCURRENCY",
-    "--worker-concurrency",
-    "worker_concurrency",
-    false,
-);
+const WORKER_CONCURRENCY: Key =
+    key("USEREXPORT_WORKER_CONCURRENCY", "--worker-concurrency", "worker_concurrency", false);
 const LEASE: Key = key("USEREXPORT_LEASE", "--lease", "lease", false);
-const MAX_BODY_BYTES: Key = key(
-    "USEREXPORT_MAX_BODY_BYTES",
-    "--max-body-bytes",
-    "max_body_bytes",
-    false,
-);
-const SWEEP_INTERVAL: Key = key(
-    "USEREXPORT_SWEEP_INTERVAL",
-    "--sweep-interval",
-    "sweep_interval",
-    false,
-);
-const SIGNING_SECRET: Key = key(
-    "USEREXPORT_SIGNING_SECRET",
-    "--signing-secret",
-    "signing_secret",
-    true,
-);
+const MAX_BODY_BYTES: Key = key("USEREXPORT_MAX_BODY_BYTES", "--max-body-bytes", "max_body_bytes", false);
+const SWEEP_INTERVAL: Key = key("USEREXPORT_SWEEP_INTERVAL", "--sweep-interval", "sweep_interval", false);
+const SIGNING_SECRET: Key = key("USEREXPORT_SIGNING_SECRET", "--signing-secret", "signing_secret", true);
 
 /// Every setting that has a file key (all but `--config`).
 const SETTINGS: [Key; 21] = [
@@ -687,20 +535,11 @@ impl Layers<'_> {
             return Some(Raw { value, origin });
         }
         if let Some(value) = env {
-            return Some(Raw {
-                value,
-                origin: format!("environment {}", key.env),
-            });
+            return Some(Raw { value, origin: format!("environment {}", key.env) });
         }
         let value = file.filter(|v| !v.is_empty())?;
-        let path = self
-            .file_path
-            .as_deref()
-            .unwrap_or(Path::new("config file"));
-        Some(Raw {
-            value,
-            origin: format!("{} key `{}`", path.display(), key.file),
-        })
+        let path = self.file_path.as_deref().unwrap_or(Path::new("config file"));
+        Some(Raw { value, origin: format!("{} key `{}`", path.display(), key.file) })
     }
 }
 
@@ -718,17 +557,8 @@ fn parse_or<T>(
 }
 
 fn invalid(key: Key, raw: &Raw, reason: impl Into<String>) -> ConfigError {
-    let value = if key.secret {
-        REDACTED.to_owned()
-    } else {
-        redact_url(&raw.value)
-    };
-    ConfigError::Invalid {
-        setting: key.env,
-        value,
-        origin: raw.origin.clone(),
-        reason: reason.into(),
-    }
+    let value = if key.secret { REDACTED.to_owned() } else { redact_url(&raw.value) };
+    ConfigError::Invalid { setting: key.env, value, origin: raw.origin.clone(), reason: reason.into() }
 }
 
 impl ConfigArgs {
@@ -738,39 +568,24 @@ impl ConfigArgs {
     }
 
     /// Like [`ConfigArgs::resolve`] with an injected environment lookup (used by tests).
-    pub fn resolve_with(
-        &self,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Settings, ConfigError> {
-        let file_path = self
-            .config
-            .clone()
-            .or_else(|| env(CONFIG.env).filter(|v| !v.is_empty()).map(PathBuf::from));
+    pub fn resolve_with(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
+        let file_path = self.config.clone().or_else(|| env(CONFIG.env).filter(|v| !v.is_empty()).map(PathBuf::from));
         let file = match &file_path {
             Some(path) => FileConfig::load(path)?,
             None => FileConfig::default(),
         };
-        self.resolve_layers(&Layers {
-            env,
-            file,
-            file_path,
-        })
+        self.resolve_layers(&Layers { env, file, file_path })
     }
 
     fn resolve_layers(&self, l: &Layers<'_>) -> Result<Settings, ConfigError> {
         let f = &l.file;
         let path_text = |p: &Option<PathBuf>| p.as_ref().map(|p| p.to_string_lossy().into_owned());
 
-        let bind = parse_or(
-            BIND,
-            l.pick(BIND, self.bind.clone(), f.bind.clone()),
-            default_bind,
-            |v| {
-                v.trim().parse::<SocketAddr>().map_err(|_| {
-                    "expected an IP address and port, e.g. 127.0.0.1:8080 or [::]:8080".to_owned()
-                })
-            },
-        )?;
+        let bind = parse_or(BIND, l.pick(BIND, self.bind.clone(), f.bind.clone()), default_bind, |v| {
+            v.trim()
+                .parse::<SocketAddr>()
+                .map_err(|_| "expected an IP address and port, e.g. 127.0.0.1:8080 or [::]:8080".to_owned())
+        })?;
 
         let data_dir = PathBuf::from(
             l.pick(DATA_DIR, path_text(&self.data_dir), path_text(&f.data_dir))
@@ -783,30 +598,18 @@ impl ConfigArgs {
             reason: "the path must be valid UTF-8".into(),
         })?;
         let data_dir_str = data_dir_str.trim_end_matches('/');
-        let data_dir_str = if data_dir_str.is_empty() {
-            "/"
-        } else {
-            data_dir_str
-        };
+        let data_dir_str = if data_dir_str.is_empty() { "/" } else { data_dir_str };
 
         let database_url = parse_or(
             DATABASE_URL,
-            l.pick(
-                DATABASE_URL,
-                self.database_url.clone(),
-                f.database_url.clone(),
-            ),
+            l.pick(DATABASE_URL, self.database_url.clone(), f.database_url.clone()),
             || format!("sqlite://{data_dir_str}/userexport.db?mode=rwc"),
             validate_database_url,
         )?;
 
         let queue_prefix = parse_or(
             QUEUE_PREFIX,
-            l.pick(
-                QUEUE_PREFIX,
-                self.queue_prefix.clone(),
-                f.queue_prefix.clone(),
-            ),
+            l.pick(QUEUE_PREFIX, self.queue_prefix.clone(), f.queue_prefix.clone()),
             || "userexport".to_owned(),
             validate_queue_prefix,
         )?;
@@ -842,11 +645,7 @@ impl ConfigArgs {
             |v| {
                 tracing_subscriber::EnvFilter::try_new(v)
                     .map(|_| v.to_owned())
-                    .map_err(|err| {
-                        format!(
-                            "not a tracing filter ({err}); e.g. `info` or `info,userexport=debug`"
-                        )
-                    })
+                    .map_err(|err| format!("not a tracing filter ({err}); e.g. `info` or `info,userexport=debug`"))
             },
         )?;
         let log_format = parse_or(
@@ -875,9 +674,7 @@ impl ConfigArgs {
                         return Err("must be greater than zero".to_owned());
                     }
                     match max {
-                        Some((max, why)) if d > max => {
-                            Err(format!("must be at most {} ({why})", format_duration(max)))
-                        }
+                        Some((max, why)) if d > max => Err(format!("must be at most {} ({why})", format_duration(max))),
                         _ => Ok(d),
                     }
                 },
@@ -888,18 +685,9 @@ impl ConfigArgs {
             &self.download_url_ttl,
             &f.download_url_ttl,
             Duration::from_secs(24 * 3600),
-            Some((
-                MAX_DOWNLOAD_URL_TTL,
-                "the longest lifetime of an S3 presigned URL",
-            )),
+            Some((MAX_DOWNLOAD_URL_TTL, "the longest lifetime of an S3 presigned URL")),
         )?;
-        let retention = duration(
-            RETENTION,
-            &self.retention,
-            &f.retention,
-            Duration::from_secs(24 * 3600),
-            None,
-        )?;
+        let retention = duration(RETENTION, &self.retention, &f.retention, Duration::from_secs(24 * 3600), None)?;
         if retention < download_url_ttl {
             return Err(ConfigError::Conflict(format!(
                 "USEREXPORT_RETENTION ({}) is shorter than USEREXPORT_DOWNLOAD_URL_TTL ({}): download \
@@ -909,13 +697,8 @@ impl ConfigArgs {
             )));
         }
         let lease = duration(LEASE, &self.lease, &f.lease, Duration::from_secs(60), None)?;
-        let sweep_interval = duration(
-            SWEEP_INTERVAL,
-            &self.sweep_interval,
-            &f.sweep_interval,
-            Duration::from_secs(60),
-            None,
-        )?;
+        let sweep_interval =
+            duration(SWEEP_INTERVAL, &self.sweep_interval, &f.sweep_interval, Duration::from_secs(60), None)?;
 
         let positive = |v: &str| match v.trim().parse::<usize>() {
             Ok(0) => Err("must be at least 1".to_owned()),
@@ -924,38 +707,24 @@ impl ConfigArgs {
         };
         let worker_concurrency = parse_or(
             WORKER_CONCURRENCY,
-            l.pick(
-                WORKER_CONCURRENCY,
-                self.worker_concurrency.clone(),
-                f.worker_concurrency.map(|n| n.to_string()),
-            ),
+            l.pick(WORKER_CONCURRENCY, self.worker_concurrency.clone(), f.worker_concurrency.map(|n| n.to_string())),
             || 2,
             positive,
         )?;
         let max_body_bytes = parse_or(
             MAX_BODY_BYTES,
-            l.pick(
-                MAX_BODY_BYTES,
-                self.max_body_bytes.clone(),
-                f.max_body_bytes.map(|n| n.to_string()),
-            ),
+            l.pick(MAX_BODY_BYTES, self.max_body_bytes.clone(), f.max_body_bytes.map(|n| n.to_string())),
             || 10 * 1024 * 1024,
             positive,
         )?;
 
         let signing_secret = parse_or(
             SIGNING_SECRET,
-            l.pick(
-                SIGNING_SECRET,
-                self.signing_secret.clone(),
-                f.signing_secret.clone(),
-            ),
+            l.pick(SIGNING_SECRET, self.signing_secret.clone(), f.signing_secret.clone()),
             || None,
             |v| {
                 if v.len() < MIN_SIGNING_SECRET_LEN {
-                    Err(format!(
-                        "must be at least {MIN_SIGNING_SECRET_LEN} characters long"
-                    ))
+                    Err(format!("must be at least {MIN_SIGNING_SECRET_LEN} characters long"))
                 } else {
                     Ok(Some(v.to_owned()))
                 }
@@ -981,30 +750,16 @@ impl ConfigArgs {
         })
     }
 
-    fn resolve_storage(
-        &self,
-        l: &Layers<'_>,
-        data_dir: &Path,
-    ) -> Result<StorageSettings, ConfigError> {
+    fn resolve_storage(&self, l: &Layers<'_>, data_dir: &Path) -> Result<StorageSettings, ConfigError> {
         let f = &l.file;
         let endpoint = l.pick(S3_ENDPOINT, self.s3_endpoint.clone(), f.s3_endpoint.clone());
         let bucket = l.pick(S3_BUCKET, self.s3_bucket.clone(), f.s3_bucket.clone());
         let region = l.pick(S3_REGION, self.s3_region.clone(), f.s3_region.clone());
-        let access_key_id = l.pick(
-            S3_ACCESS_KEY_ID,
-            self.s3_access_key_id.clone(),
-            f.s3_access_key_id.clone(),
-        );
-        let secret_access_key = l.pick(
-            S3_SECRET_ACCESS_KEY,
-            self.s3_secret_access_key.clone(),
-            f.s3_secret_access_key.clone(),
-        );
-        let force_path_style = l.pick(
-            S3_FORCE_PATH_STYLE,
-            self.s3_force_path_style.clone(),
-            f.s3_force_path_style.map(|b| b.to_string()),
-        );
+        let access_key_id = l.pick(S3_ACCESS_KEY_ID, self.s3_access_key_id.clone(), f.s3_access_key_id.clone());
+        let secret_access_key =
+            l.pick(S3_SECRET_ACCESS_KEY, self.s3_secret_access_key.clone(), f.s3_secret_access_key.clone());
+        let force_path_style =
+            l.pick(S3_FORCE_PATH_STYLE, self.s3_force_path_style.clone(), f.s3_force_path_style.map(|b| b.to_string()));
 
         let Some(bucket) = bucket else {
             let stray: Vec<&str> = [
@@ -1022,20 +777,15 @@ impl ConfigArgs {
                     stray.join(", ")
                 )));
             }
-            return Ok(StorageSettings::Local {
-                dir: data_dir.join("files"),
-            });
+            return Ok(StorageSettings::Local { dir: data_dir.join("files") });
         };
 
-        let bucket_name =
-            validate_bucket(&bucket.value).map_err(|r| invalid(S3_BUCKET, &bucket, r))?;
-        let missing: Vec<&str> = [
-            (access_key_id.is_none(), S3_ACCESS_KEY_ID.env),
-            (secret_access_key.is_none(), S3_SECRET_ACCESS_KEY.env),
-        ]
-        .into_iter()
-        .filter_map(|(missing, name)| missing.then_some(name))
-        .collect();
+        let bucket_name = validate_bucket(&bucket.value).map_err(|r| invalid(S3_BUCKET, &bucket, r))?;
+        let missing: Vec<&str> =
+            [(access_key_id.is_none(), S3_ACCESS_KEY_ID.env), (secret_access_key.is_none(), S3_SECRET_ACCESS_KEY.env)]
+                .into_iter()
+                .filter_map(|(missing, name)| missing.then_some(name))
+                .collect();
         if !missing.is_empty() {
             return Err(ConfigError::Conflict(format!(
                 "USEREXPORT_S3_BUCKET is set ({bucket_name}) but {} {} not: S3 storage needs both \
@@ -1045,9 +795,7 @@ impl ConfigArgs {
             )));
         }
         let endpoint = match endpoint {
-            Some(raw) => {
-                Some(validate_endpoint(&raw.value).map_err(|r| invalid(S3_ENDPOINT, &raw, r))?)
-            }
+            Some(raw) => Some(validate_endpoint(&raw.value).map_err(|r| invalid(S3_ENDPOINT, &raw, r))?),
             None => None,
         };
         let region = parse_or(
@@ -1063,8 +811,7 @@ impl ConfigArgs {
                 }
             },
         )?;
-        let force_path_style =
-            parse_or(S3_FORCE_PATH_STYLE, force_path_style, || true, parse_bool)?;
+        let force_path_style = parse_or(S3_FORCE_PATH_STYLE, force_path_style, || true, parse_bool)?;
         Ok(StorageSettings::S3 {
             endpoint,
             bucket: bucket_name,
@@ -1098,16 +845,12 @@ fn validate_database_url(v: &str) -> Result<String, String> {
     let v = v.trim();
     if v.starts_with("sqlite:") {
         if v == "sqlite:" || v == "sqlite://" {
-            return Err(
-                "the SQLite URL names no file, e.g. sqlite://./data/userexport.db?mode=rwc".into(),
-            );
+            return Err("the SQLite URL names no file, e.g. sqlite://./data/userexport.db?mode=rwc".into());
         }
         return Ok(v.to_owned());
     }
     if v.starts_with("postgres://") || v.starts_with("postgresql://") {
-        return url::Url::parse(v)
-            .map(|_| v.to_owned())
-            .map_err(|err| format!("not a valid PostgreSQL URL: {err}"));
+        return url::Url::parse(v).map(|_| v.to_owned()).map_err(|err| format!("not a valid PostgreSQL URL: {err}"));
     }
     Err("expected a sqlite:// or postgres:// (postgresql://) URL".into())
 }
@@ -1125,13 +868,8 @@ fn validate_redis_url(v: &str) -> Result<String, String> {
 fn validate_queue_prefix(v: &str) -> Result<String, String> {
     let ok = !v.is_empty()
         && v.len() <= 64
-        && v.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | ':' | '.'));
-    if ok {
-        Ok(v.to_owned())
-    } else {
-        Err("expected 1-64 characters from A-Z a-z 0-9 _ - : .".into())
-    }
+        && v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | ':' | '.'));
+    if ok { Ok(v.to_owned()) } else { Err("expected 1-64 characters from A-Z a-z 0-9 _ - : .".into()) }
 }
 
 fn validate_http_url(v: &str) -> Result<url::Url, String> {
@@ -1151,10 +889,7 @@ fn validate_http_url(v: &str) -> Result<url::Url, String> {
 fn validate_endpoint(v: &str) -> Result<String, String> {
     let parsed = validate_http_url(v)?;
     if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err(
-            "put credentials in USEREXPORT_S3_ACCESS_KEY_ID/_SECRET_ACCESS_KEY, not in the URL"
-                .into(),
-        );
+        return Err("put credentials in USEREXPORT_S3_ACCESS_KEY_ID/_SECRET_ACCESS_KEY, not in the URL".into());
     }
     Ok(v.trim().trim_end_matches('/').to_owned())
 }
@@ -1169,19 +904,16 @@ fn validate_bucket(v: &str) -> Result<String, String> {
     let v = v.trim();
     let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
     let ok = (3..=63).contains(&v.len())
-        && v.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+        && v.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
         && edge_ok(v.chars().next())
         && edge_ok(v.chars().last())
         && !v.contains("..");
     if ok {
         Ok(v.to_owned())
     } else {
-        Err(
-            "expected an S3 bucket name: 3-63 lowercase letters, digits, dots and hyphens, \
+        Err("expected an S3 bucket name: 3-63 lowercase letters, digits, dots and hyphens, \
              starting and ending with a letter or digit"
-                .into(),
-        )
+            .into())
     }
 }
 
@@ -1206,21 +938,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let mut total = Duration::ZERO;
     let mut rest = text;
     while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
         if digits == 0 {
-            return Err(format!(
-                "`{text}` is not a duration; expected e.g. 500ms, 30s, 5m, 1h or 2d"
-            ));
+            return Err(format!("`{text}` is not a duration; expected e.g. 500ms, 30s, 5m, 1h or 2d"));
         }
-        let number: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("`{text}`: number too large"))?;
+        let number: u64 = rest[..digits].parse().map_err(|_| format!("`{text}`: number too large"))?;
         rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let part = match unit {
@@ -1230,19 +954,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "h" => number.checked_mul(3600).map(Duration::from_secs),
             "d" => number.checked_mul(86_400).map(Duration::from_secs),
             "" => {
-                return Err(format!(
-                    "`{text}`: missing unit after {number} (use ms, s, m, h or d)"
-                ));
+                return Err(format!("`{text}`: missing unit after {number} (use ms, s, m, h or d)"));
             }
             other => {
-                return Err(format!(
-                    "`{text}`: unknown unit `{other}` (use ms, s, m, h or d)"
-                ));
+                return Err(format!("`{text}`: unknown unit `{other}` (use ms, s, m, h or d)"));
             }
         };
-        total = part
-            .and_then(|p| total.checked_add(p))
-            .ok_or_else(|| format!("`{text}`: duration too large"))?;
+        total = part.and_then(|p| total.checked_add(p)).ok_or_else(|| format!("`{text}`: duration too large"))?;
     }
     Ok(total)
 }
@@ -1287,9 +1005,7 @@ pub fn redact_url(text: &str) -> String {
     };
     let tail = match tail.split_once('?') {
         Some((path, query)) => {
-            let (query, fragment) = query
-                .split_once('#')
-                .map_or((query, None), |(q, f)| (q, Some(f)));
+            let (query, fragment) = query.split_once('#').map_or((query, None), |(q, f)| (q, Some(f)));
             let query: Vec<String> = query
                 .split('&')
                 .map(|pair| match pair.split_once('=') {
@@ -1307,16 +1023,9 @@ pub fn redact_url(text: &str) -> String {
 
 fn is_secret_param(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
-    [
-        "password",
-        "passwd",
-        "pass",
-        "secret",
-        "token",
-        "sslpassword",
-    ]
-    .iter()
-    .any(|s| name == *s || name.ends_with(&format!("_{s}")))
+    ["password", "passwd", "pass", "secret", "token", "sslpassword"]
+        .iter()
+        .any(|s| name == *s || name.ends_with(&format!("_{s}")))
 }
 
 /// Returns the download-signing secret kept in `<data_dir>/signing.secret`, creating the
@@ -1326,17 +1035,13 @@ fn is_secret_param(name: &str) -> bool {
 /// secret. The returned bytes are the file's trimmed text, used as the HMAC key.
 pub fn load_or_create_signing_secret(data_dir: &Path) -> Result<Vec<u8>, ConfigError> {
     let path = data_dir.join(SIGNING_SECRET_FILE);
-    let fail = |reason: String| ConfigError::SigningSecret {
-        path: path.clone(),
-        reason,
-    };
+    let fail = |reason: String| ConfigError::SigningSecret { path: path.clone(), reason };
     match std::fs::read_to_string(&path) {
         Ok(text) => return checked_secret(text).map_err(fail),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
         Err(err) => return Err(fail(format!("cannot read: {err}"))),
     }
-    std::fs::create_dir_all(data_dir)
-        .map_err(|err| fail(format!("cannot create {}: {err}", data_dir.display())))?;
+    std::fs::create_dir_all(data_dir).map_err(|err| fail(format!("cannot create {}: {err}", data_dir.display())))?;
 
     let secret: [u8; 32] = rand::random();
     let text: String = secret.iter().map(|b| format!("{b:02x}")).collect();
@@ -1361,8 +1066,7 @@ pub fn load_or_create_signing_secret(data_dir: &Path) -> Result<Vec<u8>, ConfigE
         Ok(()) => Ok(text.into_bytes()),
         Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
             // Another process won the race; use its secret.
-            let text = std::fs::read_to_string(&path)
-                .map_err(|err| fail(format!("cannot read: {err}")))?;
+            let text = std::fs::read_to_string(&path).map_err(|err| fail(format!("cannot read: {err}")))?;
             checked_secret(text).map_err(fail)
         }
         Err(err) => Err(fail(format!("cannot create: {err}"))),
@@ -1420,10 +1124,7 @@ mod tests {
     }
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         move |name: &str| map.get(name).cloned()
     }
 
@@ -1435,33 +1136,20 @@ mod tests {
         args.resolve_with(&env_of(env))
     }
 
-    fn resolve_with_file(
-        args: &ConfigArgs,
-        env: &[(&str, &str)],
-        toml: &str,
-    ) -> Result<Settings, ConfigError> {
+    fn resolve_with_file(args: &ConfigArgs, env: &[(&str, &str)], toml: &str) -> Result<Settings, ConfigError> {
         let file = FileConfig::parse(toml, Path::new("test.toml"))?;
         let env = env_of(env);
-        args.resolve_layers(&Layers {
-            env: &env,
-            file,
-            file_path: Some("test.toml".into()),
-        })
+        args.resolve_layers(&Layers { env: &env, file, file_path: Some("test.toml".into()) })
     }
 
     fn error_of(env: &[(&str, &str)]) -> String {
-        resolve(&ConfigArgs::default(), env)
-            .expect_err("expected a config error")
-            .to_string()
+        resolve(&ConfigArgs::default(), env).expect_err("expected a config error").to_string()
     }
 
     const S3_ENV: [(&str, &str); 3] = [
         ("USEREXPORT_S3_BUCKET", "exports"),
         ("USEREXPORT_S3_ACCESS_KEY_ID", "AKIDEXAMPLE"),
-        (
-            "USEREXPORT_S3_SECRET_ACCESS_KEY",
-            "wJalrXUtnFEMIsecretK7MDENG",
-        ),
+        ("USEREXPORT_S3_SECRET_ACCESS_KEY", "wJalrXUtnFEMIsecretK7MDENG"),
     ];
 
     #[test]
@@ -1470,19 +1158,8 @@ mod tests {
         assert_eq!(s.bind, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(s.data_dir, PathBuf::from("./data"));
         assert_eq!(s.database_url, "sqlite://./data/userexport.db?mode=rwc");
-        assert_eq!(
-            s.queue,
-            QueueSettings::Sqlite {
-                url: s.database_url.clone(),
-                prefix: "userexport".into()
-            }
-        );
-        assert_eq!(
-            s.storage,
-            StorageSettings::Local {
-                dir: PathBuf::from("./data/files")
-            }
-        );
+        assert_eq!(s.queue, QueueSettings::Sqlite { url: s.database_url.clone(), prefix: "userexport".into() });
+        assert_eq!(s.storage, StorageSettings::Local { dir: PathBuf::from("./data/files") });
         assert_eq!(s.public_url, "http://127.0.0.1:8080");
         assert_eq!(s.log, "info");
         assert_eq!(s.log_format, LogFormat::Pretty);
@@ -1500,21 +1177,12 @@ mod tests {
     #[test]
     fn file_is_overridden_by_env_which_is_overridden_by_flags() {
         let toml = "bind = \"127.0.0.1:1000\"\nlog = \"warn\"\nqueue_prefix = \"file\"\nworker_concurrency = 7\n";
-        let env = [
-            ("USEREXPORT_BIND", "127.0.0.1:2000"),
-            ("USEREXPORT_QUEUE_PREFIX", "env"),
-        ];
+        let env = [("USEREXPORT_BIND", "127.0.0.1:2000"), ("USEREXPORT_QUEUE_PREFIX", "env")];
         let cli = Cli::try_parse_from(["userexport", "--bind", "127.0.0.1:3000"]).unwrap();
 
         let s = resolve_with_file(&cli.config, &env, toml).unwrap();
         assert_eq!(s.bind.port(), 3000, "flag beats env and file");
-        assert_eq!(
-            s.queue,
-            QueueSettings::Sqlite {
-                url: s.database_url.clone(),
-                prefix: "env".into()
-            }
-        );
+        assert_eq!(s.queue, QueueSettings::Sqlite { url: s.database_url.clone(), prefix: "env".into() });
         assert_eq!(s.log, "warn", "file beats default");
         assert_eq!(s.worker_concurrency, 7);
 
@@ -1523,18 +1191,12 @@ mod tests {
 
         let s = resolve_with_file(&ConfigArgs::default(), &[], toml).unwrap();
         assert_eq!(s.bind.port(), 1000, "file beats default");
-        assert_eq!(
-            s.public_url, "http://127.0.0.1:1000",
-            "public URL follows the bind address"
-        );
+        assert_eq!(s.public_url, "http://127.0.0.1:1000", "public URL follows the bind address");
     }
 
     #[test]
     fn empty_values_count_as_unset() {
-        let args = ConfigArgs {
-            redis_url: Some(String::new()),
-            ..ConfigArgs::default()
-        };
+        let args = ConfigArgs { redis_url: Some(String::new()), ..ConfigArgs::default() };
         let s = resolve_with_file(&args, &[("USEREXPORT_LOG", "")], "log = \"debug\"").unwrap();
         assert!(matches!(s.queue, QueueSettings::Sqlite { .. }));
         assert_eq!(s.log, "debug");
@@ -1549,18 +1211,11 @@ mod tests {
         let cli = Cli::try_parse_from(["userexport", "--config", path.to_str().unwrap()]).unwrap();
         assert_eq!(cli.config.resolve_with(&no_env).unwrap().bind.port(), 4321);
 
-        let s = resolve(
-            &ConfigArgs::default(),
-            &[("USEREXPORT_CONFIG", path.to_str().unwrap())],
-        )
-        .unwrap();
+        let s = resolve(&ConfigArgs::default(), &[("USEREXPORT_CONFIG", path.to_str().unwrap())]).unwrap();
         assert_eq!(s.bind.port(), 4321);
 
         let missing = dir.path().join("missing.toml");
-        let args = ConfigArgs {
-            config: Some(missing.clone()),
-            ..ConfigArgs::default()
-        };
+        let args = ConfigArgs { config: Some(missing.clone()), ..ConfigArgs::default() };
         let err = args.resolve_with(&no_env).unwrap_err().to_string();
         assert!(err.contains(&missing.display().to_string()), "{err}");
     }
@@ -1569,10 +1224,7 @@ mod tests {
     fn production_settings() {
         let env = [
             ("USEREXPORT_BIND", "0.0.0.0:9000"),
-            (
-                "USEREXPORT_DATABASE_URL",
-                "postgres://app:pw@db:5432/userexport",
-            ),
+            ("USEREXPORT_DATABASE_URL", "postgres://app:pw@db:5432/userexport"),
             ("USEREXPORT_REDIS_URL", "rediss://:rpw@cache:6380/0"),
             ("USEREXPORT_QUEUE_PREFIX", "ux:prod"),
             ("USEREXPORT_S3_ENDPOINT", "https://s3.example.com/"),
@@ -1592,16 +1244,10 @@ mod tests {
         let s = resolve(&ConfigArgs::default(), &env).unwrap();
         assert!(!s.is_embedded());
         assert!(!s.is_sqlite());
-        assert_eq!(
-            s.public_url, "http://127.0.0.1:9000",
-            "wildcard bind maps to loopback"
-        );
+        assert_eq!(s.public_url, "http://127.0.0.1:9000", "wildcard bind maps to loopback");
         assert_eq!(
             s.queue,
-            QueueSettings::Redis {
-                url: "rediss://:rpw@cache:6380/0".into(),
-                prefix: "ux:prod".into()
-            }
+            QueueSettings::Redis { url: "rediss://:rpw@cache:6380/0".into(), prefix: "ux:prod".into() }
         );
         assert_eq!(
             s.storage,
@@ -1626,25 +1272,14 @@ mod tests {
     fn postgres_without_redis_queues_in_sqlite_under_data_dir() {
         let s = resolve(
             &ConfigArgs::default(),
-            &[
-                ("USEREXPORT_DATABASE_URL", "postgresql://db/x"),
-                ("USEREXPORT_DATA_DIR", "/var/lib/ux/"),
-            ],
+            &[("USEREXPORT_DATABASE_URL", "postgresql://db/x"), ("USEREXPORT_DATA_DIR", "/var/lib/ux/")],
         )
         .unwrap();
         assert_eq!(
             s.queue,
-            QueueSettings::Sqlite {
-                url: "sqlite:///var/lib/ux/queue.db?mode=rwc".into(),
-                prefix: "userexport".into()
-            }
+            QueueSettings::Sqlite { url: "sqlite:///var/lib/ux/queue.db?mode=rwc".into(), prefix: "userexport".into() }
         );
-        assert_eq!(
-            s.storage,
-            StorageSettings::Local {
-                dir: PathBuf::from("/var/lib/ux/files")
-            }
-        );
+        assert_eq!(s.storage, StorageSettings::Local { dir: PathBuf::from("/var/lib/ux/files") });
         assert!(!s.is_embedded());
     }
 
@@ -1666,18 +1301,9 @@ mod tests {
         ])
         .unwrap();
         let s = cli.config.resolve_with(&no_env).unwrap();
-        assert!(matches!(
-            s.storage,
-            StorageSettings::S3 {
-                force_path_style: true,
-                ..
-            }
-        ));
+        assert!(matches!(s.storage, StorageSettings::S3 { force_path_style: true, .. }));
         assert_eq!(s.database_url, "sqlite:///srv/ux/userexport.db?mode=rwc");
-        assert_eq!(
-            s.signing_secret().unwrap(),
-            b"0123456789abcdef0123456789abcdef".to_vec()
-        );
+        assert_eq!(s.signing_secret().unwrap(), b"0123456789abcdef0123456789abcdef".to_vec());
     }
 
     #[test]
@@ -1690,10 +1316,8 @@ mod tests {
                 Some((format!("--{}", arg.get_long()?), env))
             })
             .collect();
-        let mut expected: BTreeSet<(String, String)> = SETTINGS
-            .iter()
-            .map(|k| (k.flag.to_owned(), k.env.to_owned()))
-            .collect();
+        let mut expected: BTreeSet<(String, String)> =
+            SETTINGS.iter().map(|k| (k.flag.to_owned(), k.env.to_owned())).collect();
         expected.insert((CONFIG.flag.to_owned(), CONFIG.env.to_owned()));
         assert_eq!(from_clap, expected);
         for k in SETTINGS {
@@ -1701,17 +1325,12 @@ mod tests {
             assert_eq!(format!("--{}", k.file.replace('_', "-")), k.flag);
         }
         let secret_or_url = |long: &str| {
-            SETTINGS
-                .iter()
-                .any(|k| k.flag == format!("--{long}") && (k.secret || k.env.ends_with("_URL")))
+            SETTINGS.iter().any(|k| k.flag == format!("--{long}") && (k.secret || k.env.ends_with("_URL")))
         };
         for arg in command.get_arguments() {
             let long = arg.get_long().unwrap_or_default();
             if secret_or_url(long) && long != "public-url" {
-                assert!(
-                    arg.is_hide_env_values_set(),
-                    "--{long} must hide its env value"
-                );
+                assert!(arg.is_hide_env_values_set(), "--{long} must hide its env value");
             }
         }
     }
@@ -1719,72 +1338,29 @@ mod tests {
     #[test]
     fn invalid_single_values_name_the_setting_and_value() {
         let cases: &[(&str, &str, &str)] = &[
-            (
-                "USEREXPORT_BIND",
-                "localhost:80",
-                "expected an IP address and port",
-            ),
-            (
-                "USEREXPORT_DATABASE_URL",
-                "mysql://db/x",
-                "expected a sqlite:// or postgres://",
-            ),
+            ("USEREXPORT_BIND", "localhost:80", "expected an IP address and port"),
+            ("USEREXPORT_DATABASE_URL", "mysql://db/x", "expected a sqlite:// or postgres://"),
             ("USEREXPORT_DATABASE_URL", "sqlite://", "names no file"),
-            (
-                "USEREXPORT_DATABASE_URL",
-                "postgres://db:notaport/x",
-                "not a valid PostgreSQL URL",
-            ),
-            (
-                "USEREXPORT_REDIS_URL",
-                "http://cache:6379",
-                "expected a redis:// or rediss:// URL",
-            ),
-            (
-                "USEREXPORT_REDIS_URL",
-                "cache:6379",
-                "expected a redis:// or rediss:// URL",
-            ),
-            (
-                "USEREXPORT_QUEUE_PREFIX",
-                "has space",
-                "expected 1-64 characters",
-            ),
-            (
-                "USEREXPORT_PUBLIC_URL",
-                "ftp://files",
-                "expected an http:// or https:// URL",
-            ),
+            ("USEREXPORT_DATABASE_URL", "postgres://db:notaport/x", "not a valid PostgreSQL URL"),
+            ("USEREXPORT_REDIS_URL", "http://cache:6379", "expected a redis:// or rediss:// URL"),
+            ("USEREXPORT_REDIS_URL", "cache:6379", "expected a redis:// or rediss:// URL"),
+            ("USEREXPORT_QUEUE_PREFIX", "has space", "expected 1-64 characters"),
+            ("USEREXPORT_PUBLIC_URL", "ftp://files", "expected an http:// or https:// URL"),
             ("USEREXPORT_PUBLIC_URL", "not a url", "not a URL"),
-            (
-                "USEREXPORT_LOG",
-                "info,userexport=loud",
-                "not a tracing filter",
-            ),
-            (
-                "USEREXPORT_LOG_FORMAT",
-                "xml",
-                "expected `pretty` or `json`",
-            ),
+            ("USEREXPORT_LOG", "info,userexport=loud", "not a tracing filter"),
+            ("USEREXPORT_LOG_FORMAT", "xml", "expected `pretty` or `json`"),
             ("USEREXPORT_DOWNLOAD_URL_TTL", "8d", "at most 7d"),
             ("USEREXPORT_DOWNLOAD_URL_TTL", "0s", "greater than zero"),
             ("USEREXPORT_RETENTION", "0h", "greater than zero"),
             ("USEREXPORT_LEASE", "60", "missing unit"),
             ("USEREXPORT_SWEEP_INTERVAL", "1w", "unknown unit `w`"),
             ("USEREXPORT_WORKER_CONCURRENCY", "0", "at least 1"),
-            (
-                "USEREXPORT_WORKER_CONCURRENCY",
-                "two",
-                "positive whole number",
-            ),
+            ("USEREXPORT_WORKER_CONCURRENCY", "two", "positive whole number"),
             ("USEREXPORT_MAX_BODY_BYTES", "-1", "positive whole number"),
         ];
         for (name, value, reason) in cases {
             let err = error_of(&[(name, value)]);
-            assert!(
-                err.starts_with(&format!("{name}: invalid value `{value}`")),
-                "{err}"
-            );
+            assert!(err.starts_with(&format!("{name}: invalid value `{value}`")), "{err}");
             assert!(err.contains(&format!("(from environment {name})")), "{err}");
             assert!(err.contains(reason), "{name}={value}: {err}");
         }
@@ -1798,71 +1374,46 @@ mod tests {
             error_of(&env)
         };
         let err = with(("USEREXPORT_S3_ENDPOINT", "s3.example.com"));
-        assert!(
-            err.starts_with("USEREXPORT_S3_ENDPOINT: invalid value `s3.example.com`"),
-            "{err}"
-        );
+        assert!(err.starts_with("USEREXPORT_S3_ENDPOINT: invalid value `s3.example.com`"), "{err}");
         let err = with(("USEREXPORT_S3_ENDPOINT", "http://user:pw@s3.example.com"));
-        assert!(
-            err.contains("`http://user:***@s3.example.com`") && !err.contains("pw@"),
-            "{err}"
-        );
+        assert!(err.contains("`http://user:***@s3.example.com`") && !err.contains("pw@"), "{err}");
         let err = with(("USEREXPORT_S3_FORCE_PATH_STYLE", "maybe"));
         assert!(
-            err.starts_with("USEREXPORT_S3_FORCE_PATH_STYLE: invalid value `maybe`")
-                && err.contains("true or false"),
+            err.starts_with("USEREXPORT_S3_FORCE_PATH_STYLE: invalid value `maybe`") && err.contains("true or false"),
             "{err}"
         );
         let err = with(("USEREXPORT_S3_REGION", "eu west"));
-        assert!(
-            err.starts_with("USEREXPORT_S3_REGION: invalid value `eu west`"),
-            "{err}"
-        );
+        assert!(err.starts_with("USEREXPORT_S3_REGION: invalid value `eu west`"), "{err}");
         let err = error_of(&[("USEREXPORT_S3_BUCKET", "Bad_Bucket"), S3_ENV[1], S3_ENV[2]]);
-        assert!(
-            err.starts_with("USEREXPORT_S3_BUCKET: invalid value `Bad_Bucket`"),
-            "{err}"
-        );
+        assert!(err.starts_with("USEREXPORT_S3_BUCKET: invalid value `Bad_Bucket`"), "{err}");
     }
 
     #[test]
     fn s3_settings_must_come_together() {
         let err = error_of(&[S3_ENV[0]]);
-        assert!(
-            err.contains("USEREXPORT_S3_BUCKET is set (exports)"),
-            "{err}"
-        );
-        assert!(
-            err.contains("USEREXPORT_S3_ACCESS_KEY_ID and USEREXPORT_S3_SECRET_ACCESS_KEY are not"),
-            "{err}"
-        );
+        assert!(err.contains("USEREXPORT_S3_BUCKET is set (exports)"), "{err}");
+        assert!(err.contains("USEREXPORT_S3_ACCESS_KEY_ID and USEREXPORT_S3_SECRET_ACCESS_KEY are not"), "{err}");
 
         let err = error_of(&[S3_ENV[0], S3_ENV[1]]);
-        assert!(
-            err.contains("USEREXPORT_S3_SECRET_ACCESS_KEY is not"),
-            "{err}"
-        );
+        assert!(err.contains("USEREXPORT_S3_SECRET_ACCESS_KEY is not"), "{err}");
 
         let err = error_of(&[S3_ENV[1], S3_ENV[2]]);
-        assert!(err.starts_with("USEREXPORT_S3_ACCESS_KEY_ID, USEREXPORT_S3_SECRET_ACCESS_KEY set but USEREXPORT_S3_BUCKET is not"), "{err}");
+        assert!(
+            err.starts_with(
+                "USEREXPORT_S3_ACCESS_KEY_ID, USEREXPORT_S3_SECRET_ACCESS_KEY set but USEREXPORT_S3_BUCKET is not"
+            ),
+            "{err}"
+        );
         assert!(!err.contains("wJalr"), "secret leaked: {err}");
 
         let err = error_of(&[("USEREXPORT_S3_ENDPOINT", "http://127.0.0.1:9000")]);
-        assert!(
-            err.starts_with("USEREXPORT_S3_ENDPOINT set but USEREXPORT_S3_BUCKET is not"),
-            "{err}"
-        );
+        assert!(err.starts_with("USEREXPORT_S3_ENDPOINT set but USEREXPORT_S3_BUCKET is not"), "{err}");
     }
 
     #[test]
     fn retention_must_cover_download_ttl() {
         let err = error_of(&[("USEREXPORT_RETENTION", "1h")]);
-        assert!(
-            err.starts_with(
-                "USEREXPORT_RETENTION (1h) is shorter than USEREXPORT_DOWNLOAD_URL_TTL (1d)"
-            ),
-            "{err}"
-        );
+        assert!(err.starts_with("USEREXPORT_RETENTION (1h) is shorter than USEREXPORT_DOWNLOAD_URL_TTL (1d)"), "{err}");
     }
 
     #[test]
@@ -1874,79 +1425,42 @@ mod tests {
              must be at least 32 characters long"
         );
         let err = error_of(&[("USEREXPORT_DATABASE_URL", "mysql://root:hunter2@db/x")]);
-        assert!(
-            err.contains("`mysql://root:***@db/x`") && !err.contains("hunter2"),
-            "{err}"
-        );
+        assert!(err.contains("`mysql://root:***@db/x`") && !err.contains("hunter2"), "{err}");
         let err = error_of(&[("USEREXPORT_REDIS_URL", "redis://:hunter2@")]);
         assert!(!err.contains("hunter2"), "{err}");
 
         let toml = "s3_secret_access_key = 12345678\n";
-        let err = FileConfig::parse(toml, Path::new("c.toml"))
-            .unwrap_err()
-            .to_string();
-        assert_eq!(
-            err,
-            "config file c.toml: line 1: invalid value for `s3_secret_access_key` (value not shown)"
-        );
+        let err = FileConfig::parse(toml, Path::new("c.toml")).unwrap_err().to_string();
+        assert_eq!(err, "config file c.toml: line 1: invalid value for `s3_secret_access_key` (value not shown)");
     }
 
     #[test]
     fn file_errors_name_the_file_and_line() {
-        let err = FileConfig::parse("log = \"info\"\nbnid = \"x\"\n", Path::new("c.toml"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with("config file c.toml: line 2: unknown field `bnid`"),
-            "{err}"
-        );
-        let err = FileConfig::parse("worker_concurrency = \"2\"\n", Path::new("c.toml"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with("config file c.toml: line 1: invalid type"),
-            "{err}"
-        );
+        let err = FileConfig::parse("log = \"info\"\nbnid = \"x\"\n", Path::new("c.toml")).unwrap_err().to_string();
+        assert!(err.starts_with("config file c.toml: line 2: unknown field `bnid`"), "{err}");
+        let err = FileConfig::parse("worker_concurrency = \"2\"\n", Path::new("c.toml")).unwrap_err().to_string();
+        assert!(err.starts_with("config file c.toml: line 1: invalid type"), "{err}");
 
-        let err = resolve_with_file(&ConfigArgs::default(), &[], "lease = \"soon\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with("USEREXPORT_LEASE: invalid value `soon` (from test.toml key `lease`)"),
-            "{err}"
-        );
+        let err = resolve_with_file(&ConfigArgs::default(), &[], "lease = \"soon\"\n").unwrap_err().to_string();
+        assert!(err.starts_with("USEREXPORT_LEASE: invalid value `soon` (from test.toml key `lease`)"), "{err}");
     }
 
     #[test]
     fn flag_origin_is_reported() {
-        let args = ConfigArgs {
-            bind: Some("nope".into()),
-            ..ConfigArgs::default()
-        };
+        let args = ConfigArgs { bind: Some("nope".into()), ..ConfigArgs::default() };
         let err = args.resolve_with(&no_env).unwrap_err().to_string();
-        assert!(
-            err.starts_with("USEREXPORT_BIND: invalid value `nope` (from flag --bind)"),
-            "{err}"
-        );
+        assert!(err.starts_with("USEREXPORT_BIND: invalid value `nope` (from flag --bind)"), "{err}");
         // A value clap took from the environment is attributed to the environment.
-        let err = resolve(&args, &[("USEREXPORT_BIND", "nope")])
-            .unwrap_err()
-            .to_string();
+        let err = resolve(&args, &[("USEREXPORT_BIND", "nope")]).unwrap_err().to_string();
         assert!(err.contains("(from environment USEREXPORT_BIND)"), "{err}");
     }
 
     #[test]
     fn debug_output_redacts_secrets() {
         let env = [
-            (
-                "USEREXPORT_DATABASE_URL",
-                "postgres://app:dbpass@db/x?sslpassword=sslvalue",
-            ),
+            ("USEREXPORT_DATABASE_URL", "postgres://app:dbpass@db/x?sslpassword=sslvalue"),
             ("USEREXPORT_REDIS_URL", "redis://u:redispass@cache"),
-            (
-                "USEREXPORT_SIGNING_SECRET",
-                "signsecret-signsecret-signsecret-0",
-            ),
+            ("USEREXPORT_SIGNING_SECRET", "signsecret-signsecret-signsecret-0"),
             S3_ENV[0],
             S3_ENV[1],
             S3_ENV[2],
@@ -1969,23 +1483,14 @@ mod tests {
 
     #[test]
     fn redacts_urls() {
-        assert_eq!(
-            redact_url("postgres://app:pw@db:5432/x"),
-            "postgres://app:***@db:5432/x"
-        );
-        assert_eq!(
-            redact_url("redis://:pw@cache:6379/0"),
-            "redis://:***@cache:6379/0"
-        );
+        assert_eq!(redact_url("postgres://app:pw@db:5432/x"), "postgres://app:***@db:5432/x");
+        assert_eq!(redact_url("redis://:pw@cache:6379/0"), "redis://:***@cache:6379/0");
         assert_eq!(redact_url("rediss://user@cache"), "rediss://user@cache");
         assert_eq!(
             redact_url("postgres://db/x?user=a&password=pw&sslmode=require#frag"),
             "postgres://db/x?user=a&password=***&sslmode=require#frag"
         );
-        assert_eq!(
-            redact_url("sqlite://./data/u.db?mode=rwc"),
-            "sqlite://./data/u.db?mode=rwc"
-        );
+        assert_eq!(redact_url("sqlite://./data/u.db?mode=rwc"), "sqlite://./data/u.db?mode=rwc");
         assert_eq!(redact_url("a:b@c"), "a:b@c");
         assert_eq!(redact_url("http://u:p@h@x/y"), "http://u:***@x/y");
     }
@@ -1999,17 +1504,7 @@ mod tests {
         assert_eq!(parse_duration(" 2d "), Ok(Duration::from_secs(172_800)));
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
-        for bad in [
-            "",
-            "s",
-            "10",
-            "1.5h",
-            "-1s",
-            "1 h",
-            "3y",
-            "99999999999999999999s",
-            "18446744073709551615d",
-        ] {
+        for bad in ["", "s", "10", "1.5h", "-1s", "1 h", "3y", "99999999999999999999s", "18446744073709551615d"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should not parse");
         }
         assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m");
@@ -2032,36 +1527,18 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(data_dir.join(SIGNING_SECRET_FILE))
-                .unwrap()
-                .permissions()
-                .mode();
+            let mode = std::fs::metadata(data_dir.join(SIGNING_SECRET_FILE)).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        let leftovers: Vec<_> = std::fs::read_dir(&data_dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(
-            leftovers,
-            vec![std::ffi::OsString::from(SIGNING_SECRET_FILE)]
-        );
+        let leftovers: Vec<_> = std::fs::read_dir(&data_dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(leftovers, vec![std::ffi::OsString::from(SIGNING_SECRET_FILE)]);
 
-        let settings = resolve(
-            &ConfigArgs::default(),
-            &[("USEREXPORT_DATA_DIR", data_dir.to_str().unwrap())],
-        )
-        .unwrap();
+        let settings = resolve(&ConfigArgs::default(), &[("USEREXPORT_DATA_DIR", data_dir.to_str().unwrap())]).unwrap();
         assert_eq!(settings.signing_secret().unwrap(), first);
 
         std::fs::write(data_dir.join(SIGNING_SECRET_FILE), "short\n").unwrap();
-        let err = load_or_create_signing_secret(&data_dir)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("delete it to generate a new secret") && !err.contains("short\n"),
-            "{err}"
-        );
+        let err = load_or_create_signing_secret(&data_dir).unwrap_err().to_string();
+        assert!(err.contains("delete it to generate a new secret") && !err.contains("short\n"), "{err}");
     }
 
     #[test]
@@ -2082,11 +1559,7 @@ mod tests {
     fn ensure_dirs_creates_data_and_files_dirs() {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("d");
-        let s = resolve(
-            &ConfigArgs::default(),
-            &[("USEREXPORT_DATA_DIR", data_dir.to_str().unwrap())],
-        )
-        .unwrap();
+        let s = resolve(&ConfigArgs::default(), &[("USEREXPORT_DATA_DIR", data_dir.to_str().unwrap())]).unwrap();
         s.ensure_dirs().unwrap();
         assert!(data_dir.join("files").is_dir());
     }
@@ -2104,24 +1577,14 @@ mod tests {
             .filter_map(|l| l.strip_prefix("# ")?.split_once(" = ").map(|(k, _)| k))
             .filter(|k| active.contains(k))
             .collect();
-        assert_eq!(
-            keys.union(&commented).copied().collect::<BTreeSet<_>>(),
-            active
-        );
+        assert_eq!(keys.union(&commented).copied().collect::<BTreeSet<_>>(), active);
         assert!(keys.is_disjoint(&commented));
 
         // The values given are the defaults: resolving the file equals resolving nothing.
         let env = env_of(&[]);
         let from_file = ConfigArgs::default()
-            .resolve_layers(&Layers {
-                env: &env,
-                file,
-                file_path: Some("config.example.toml".into()),
-            })
+            .resolve_layers(&Layers { env: &env, file, file_path: Some("config.example.toml".into()) })
             .unwrap();
-        assert_eq!(
-            from_file,
-            ConfigArgs::default().resolve_with(&no_env).unwrap()
-        );
+        assert_eq!(from_file, ConfigArgs::default().resolve_with(&no_env).unwrap());
     }
 }

@@ -43,14 +43,27 @@ async fn run(command: Command, settings: userexport::config::Settings) -> anyhow
         other => {
             let c = app::build(&settings).await?;
             match other {
-                Command::Project(ProjectCommand::Create { name, json }) => commands::project_create(&c.store, &name, json).await,
+                Command::Project(ProjectCommand::Create { name, json }) => {
+                    commands::project_create(&c.store, &name, json).await
+                }
                 Command::Project(ProjectCommand::List { json }) => commands::project_list(&c.store, json).await,
                 Command::Users(UsersCommand::Seed { project, count, seed, offset, json }) => {
                     commands::users_seed(&c.store, &project, count, seed, offset, json).await
                 }
-                Command::Keys(KeysCommand::Create { project, out, json }) => commands::keys_create(&c.store, &project, &out, json).await,
+                Command::Keys(KeysCommand::Create { project, out, json }) => {
+                    commands::keys_create(&c.store, &project, &out, json).await
+                }
                 Command::Token(TokenCommand::Mint { project, ttl, key, kid, json }) => {
-                    commands::token_mint(&c.store, &settings.data_dir, &project, ttl, key.as_deref(), kid.as_deref(), json).await
+                    commands::token_mint(
+                        &c.store,
+                        &settings.data_dir,
+                        &project,
+                        ttl,
+                        key.as_deref(),
+                        kid.as_deref(),
+                        json,
+                    )
+                    .await
                 }
                 Command::Export(args) => commands::export(&c.store, &args).await,
                 Command::Up | Command::Serve | Command::Worker(_) | Command::Migrate => unreachable!("handled above"),

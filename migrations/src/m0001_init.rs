@@ -217,8 +217,13 @@ impl MigrationTrait for Migration {
                 .take(),
         )
         .await?;
-        m.create_index(index("idx_users_project_seq", Users::Table, vec![iden(Users::ProjectId), iden(Users::Seq)], false))
-            .await?;
+        m.create_index(index(
+            "idx_users_project_seq",
+            Users::Table,
+            vec![iden(Users::ProjectId), iden(Users::Seq)],
+            false,
+        ))
+        .await?;
         m.create_index(index(
             "idx_users_project_user_id",
             Users::Table,
@@ -249,9 +254,7 @@ impl MigrationTrait for Migration {
             }
             _ => "CREATE INDEX idx_users_project_email ON users (project_id, lower(email))",
         };
-        m.get_connection()
-            .execute_raw(Statement::from_string(m.get_database_backend(), email_index))
-            .await?;
+        m.get_connection().execute_raw(Statement::from_string(m.get_database_backend(), email_index)).await?;
 
         m.create_table(
             Table::create()

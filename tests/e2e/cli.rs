@@ -36,9 +36,14 @@ fn expected_cell(v: Option<&Value>) -> String {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Bool(b)) => b.to_string(),
         Some(Value::Number(n)) => n.to_string(),
-        Some(other) => serde_json::to_string(other).unwrap().replace('<', "\\u003c").replace('>', "\\u003e").replace('&', "\\u0026"),
+        Some(other) => serde_json::to_string(other)
+            .unwrap()
+            .replace('<', "\\u003c")
+            .replace('>', "\\u003e")
+            .replace('&', "\\u0026"),
     };
-    let formula = s.starts_with(['=', '-', '@', '\t', '\r']) || (s.starts_with('+') && !s[1..].bytes().all(|b| b.is_ascii_digit()));
+    let formula = s.starts_with(['=', '-', '@', '\t', '\r'])
+        || (s.starts_with('+') && !s[1..].bytes().all(|b| b.is_ascii_digit()));
     if formula { format!("'{s}") } else { s }
 }
 
@@ -47,7 +52,10 @@ fn seed_and_export(env: &[(&str, &str)], dir: &Path, count: u64) {
     let created = json_out(&["project", "create", "--name", "cli", "--json"], env);
     let project = created["project_id"].as_str().unwrap().to_owned();
     assert!(created["management_key"].as_str().unwrap().starts_with('K'));
-    let seeded = json_out(&["users", "seed", "--project", &project, "--count", &count.to_string(), "--seed", "7", "--json"], env);
+    let seeded = json_out(
+        &["users", "seed", "--project", &project, "--count", &count.to_string(), "--seed", "7", "--json"],
+        env,
+    );
     assert_eq!(seeded["inserted"], count);
     let out = dir.join("users.csv");
     let out_s = out.to_str().unwrap();
@@ -57,7 +65,8 @@ fn seed_and_export(env: &[(&str, &str)], dir: &Path, count: u64) {
 
     let mut reader = csv::Reader::from_path(&out).expect("open csv");
     let headers: Vec<String> = reader.headers().unwrap().iter().map(str::to_owned).collect();
-    let want: Vec<String> = AUTHGEAR_DEFAULT_POINTERS.iter().map(|p| JsonPointer::parse(p).unwrap().header_name()).collect();
+    let want: Vec<String> =
+        AUTHGEAR_DEFAULT_POINTERS.iter().map(|p| JsonPointer::parse(p).unwrap().header_name()).collect();
     assert_eq!(headers, want);
     let pointers: Vec<JsonPointer> = AUTHGEAR_DEFAULT_POINTERS.iter().map(|p| JsonPointer::parse(p).unwrap()).collect();
     let mut rows = 0;
@@ -88,7 +97,8 @@ async fn cli_seed_and_export_100k_on_postgres() {
     let url = create_database(&svc.postgres_admin_url, &name).await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let env = [("USEREXPORT_DATA_DIR".to_owned(), data.display().to_string()), ("USEREXPORT_DATABASE_URL".to_owned(), url)];
+    let env =
+        [("USEREXPORT_DATA_DIR".to_owned(), data.display().to_string()), ("USEREXPORT_DATABASE_URL".to_owned(), url)];
     let d = dir.path().to_owned();
     let result = tokio::task::spawn_blocking(move || {
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -215,7 +225,8 @@ async fn serve_and_worker_run_as_separate_processes() {
     }
     assert_eq!(done["result"]["status"], "completed", "task did not complete");
     assert!(done["result"].get("error").is_none(), "{done}");
-    let bytes = client.get(done["result"]["download_url"].as_str().unwrap()).send().await.unwrap().bytes().await.unwrap();
+    let bytes =
+        client.get(done["result"]["download_url"].as_str().unwrap()).send().await.unwrap().bytes().await.unwrap();
     let mut reader = csv::Reader::from_reader(bytes.as_ref());
     assert_eq!(reader.headers().unwrap(), vec!["sub", "email"]);
     let expected: Vec<_> = (0..3000).map(|i| fake::user(1, i)).filter(|u| !u.test).collect();

@@ -45,9 +45,8 @@ async fn authgear_csv_round_trip(app: &TestApp) {
     let id = created["result"]["id"].as_str().expect("task id").to_owned();
     assert!(id.starts_with("userexport_"));
     assert_eq!(created["result"]["status"], "pending");
-    let done = app
-        .poll_until(&format!("/_api/admin/users/export/{id}"), WAIT, |b| b["result"]["status"] == "completed")
-        .await;
+    let done =
+        app.poll_until(&format!("/_api/admin/users/export/{id}"), WAIT, |b| b["result"]["status"] == "completed").await;
     assert!(done["result"].get("error").is_none(), "export failed: {done}");
     let url = done["result"]["download_url"].as_str().expect("download_url");
     let (status, bytes) = app.download(url).await;
@@ -55,7 +54,10 @@ async fn authgear_csv_round_trip(app: &TestApp) {
 
     let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(bytes.as_slice());
     let headers: Vec<String> = reader.headers().unwrap().iter().map(str::to_owned).collect();
-    assert_eq!(headers, ["user_id", "email", "name", "custom_attributes.plan", "roles", "address.formatted", "disabled"]);
+    assert_eq!(
+        headers,
+        ["user_id", "email", "name", "custom_attributes.plan", "roles", "address.formatted", "disabled"]
+    );
     let visible: Vec<&User> = users.iter().filter(|u| !u.test).collect();
     let pointers: Vec<JsonPointer> = fields.iter().map(|p| JsonPointer::parse(p).unwrap()).collect();
     let mut rows = 0;
@@ -76,7 +78,9 @@ async fn native_ndjson_round_trip(app: &TestApp) {
     assert_eq!(resp.status(), 202);
     let created: Value = resp.json().await.unwrap();
     let id = created["id"].as_str().unwrap().to_owned();
-    let done = app.poll_until(&format!("/v1/exports/{id}"), WAIT, |b| b["status"] != "pending" && b["status"] != "processing").await;
+    let done = app
+        .poll_until(&format!("/v1/exports/{id}"), WAIT, |b| b["status"] != "pending" && b["status"] != "processing")
+        .await;
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["rows_written"], 10_000 - users.iter().filter(|u| u.test).count());
     assert_eq!(done["percentage_done"], 100);
@@ -128,7 +132,13 @@ async fn other_projects_tasks_are_404_and_credentials_are_required(app: &TestApp
     let resp = app.post("/_api/admin/users/export", &json!({"format": "ndjson"})).await;
     let id = resp.json::<Value>().await.unwrap()["result"]["id"].as_str().unwrap().to_owned();
     for path in [format!("/_api/admin/users/export/{id}"), format!("/v1/exports/{id}")] {
-        let r = app.client.get(format!("{}{path}", app.base)).header("Authorization", app.other_auth()).send().await.unwrap();
+        let r = app
+            .client
+            .get(format!("{}{path}", app.base))
+            .header("Authorization", app.other_auth())
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 404, "{path}");
         let r = app.client.get(format!("{}{path}", app.base)).send().await.unwrap();
         assert_eq!(r.status(), 401, "{path} without credentials");

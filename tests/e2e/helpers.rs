@@ -223,7 +223,12 @@ impl TestApp {
 
     /// GETs with the main project's credentials.
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client.get(format!("{}{path}", self.base)).header("Authorization", self.auth()).send().await.expect("request")
+        self.client
+            .get(format!("{}{path}", self.base))
+            .header("Authorization", self.auth())
+            .send()
+            .await
+            .expect("request")
     }
 
     /// Polls `path` until `done(body)` holds; panics after `timeout`.

@@ -124,12 +124,8 @@ fn cmd_test(cargo_args: &[String]) -> Result<ExitCode> {
 /// Ensures PostgreSQL answers at `USEREXPORT_TEST_DATABASE_URL`, starting the local cluster if needed.
 fn prepare_postgres(env: &mut TestEnv) -> Result<()> {
     let url = env_or("USEREXPORT_TEST_DATABASE_URL", DEFAULT_DATABASE_URL);
-    let target = HostPort::parse(&url, 5432).with_context(|| {
-        format!(
-            "USEREXPORT_TEST_DATABASE_URL={} is not a URL",
-            redact_url(&url)
-        )
-    })?;
+    let target = HostPort::parse(&url, 5432)
+        .with_context(|| format!("USEREXPORT_TEST_DATABASE_URL={} is not a URL", redact_url(&url)))?;
     step(&format!("PostgreSQL at {target}"));
     if postgres_ready(&target) {
         ok("accepting connections");
@@ -145,17 +141,13 @@ fn prepare_postgres(env: &mut TestEnv) -> Result<()> {
             );
         }
         let version = newest_cluster_version(etc)?;
-        info(&format!(
-            "not running; starting it: pg_ctlcluster --skip-systemctl-redirect {version} main start"
-        ));
+        info(&format!("not running; starting it: pg_ctlcluster --skip-systemctl-redirect {version} main start"));
         let status = Command::new("pg_ctlcluster")
             .args(["--skip-systemctl-redirect", &version, "main", "start"])
             .status()
             .context("running pg_ctlcluster (is postgresql-common installed?)")?;
         if !status.success() {
-            info(&format!(
-                "pg_ctlcluster exited with {status}; waiting for the server anyway"
-            ));
+            info(&format!("pg_ctlcluster exited with {status}; waiting for the server anyway"));
         }
         if !wait_until(POSTGRES_START_TIMEOUT, || postgres_ready(&target)) {
             bail!(
@@ -201,10 +193,7 @@ fn newest_cluster_version(etc: &Path) -> Result<String> {
         .collect();
     versions.sort();
     versions.pop().map(|(_, name)| name).ok_or_else(|| {
-        anyhow!(
-            "{} has no <version>/main cluster; create one with `pg_createcluster <version> main`",
-            etc.display()
-        )
+        anyhow!("{} has no <version>/main cluster; create one with `pg_createcluster <version> main`", etc.display())
     })
 }
 
@@ -215,12 +204,8 @@ fn newest_cluster_version(etc: &Path) -> Result<String> {
 /// Ensures Redis answers PING at `USEREXPORT_TEST_REDIS_URL`, starting a local `redis-server` if needed.
 fn prepare_redis(env: &mut TestEnv) -> Result<()> {
     let url = env_or("USEREXPORT_TEST_REDIS_URL", DEFAULT_REDIS_URL);
-    let target = HostPort::parse(&url, 6379).with_context(|| {
-        format!(
-            "USEREXPORT_TEST_REDIS_URL={} is not a URL",
-            redact_url(&url)
-        )
-    })?;
+    let target = HostPort::parse(&url, 6379)
+        .with_context(|| format!("USEREXPORT_TEST_REDIS_URL={} is not a URL", redact_url(&url)))?;
     step(&format!("Redis at {target}"));
     let tls = url.starts_with("rediss://");
     let auth = url_credentials(&url);
@@ -271,10 +256,7 @@ fn prepare_redis(env: &mut TestEnv) -> Result<()> {
             "--logfile",
             "/var/log/redis/ci.log",
         ];
-        info(&format!(
-            "not running; starting it: redis-server {}",
-            shell_words(&args)
-        ));
+        info(&format!("not running; starting it: redis-server {}", shell_words(&args)));
         let status = Command::new(&redis_server)
             .args(args)
             .status()
@@ -313,11 +295,7 @@ fn redis_ping(target: &HostPort, auth: Option<&(String, String)>) -> Result<()> 
     }
     stream.write_all(b"PING\r\n")?;
     let reply = read_line(&mut stream)?;
-    if reply.starts_with("+PONG") {
-        Ok(())
-    } else {
-        bail!("unexpected PING reply: {reply}")
-    }
+    if reply.starts_with("+PONG") { Ok(()) } else { bail!("unexpected PING reply: {reply}") }
 }
 
 /// Encodes a command as a RESP array of bulk strings.
@@ -375,24 +353,16 @@ fn prepare_s3(env: &mut TestEnv) -> Result<()> {
     };
     match tool_version(&bin) {
         Some(v) if v.contains(S3S_FS_VERSION) => {}
-        Some(v) => info(&format!(
-            "warning: {} reports `{v}`, tests target {S3S_FS_VERSION}",
-            bin.display()
-        )),
+        Some(v) => info(&format!("warning: {} reports `{v}`, tests target {S3S_FS_VERSION}", bin.display())),
         None => info(&format!("warning: {} --version failed", bin.display())),
     }
     remove_stale_s3_dirs();
 
-    let dir = std::env::temp_dir().join(format!(
-        "{S3_TMP_PREFIX}{}-{}",
-        std::process::id(),
-        random_hex(4)
-    ));
+    let dir = std::env::temp_dir().join(format!("{S3_TMP_PREFIX}{}-{}", std::process::id(), random_hex(4)));
     let data = dir.join("data");
     fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
     let log_path = dir.join("s3s-fs.log");
-    let log =
-        fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    let log = fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
     let port = free_port()?;
     let access_key = format!("xtask{}", random_hex(8));
     let secret_key = random_hex(20);
@@ -407,20 +377,14 @@ fn prepare_s3(env: &mut TestEnv) -> Result<()> {
         .with_context(|| format!("starting {}", bin.display()))?;
     // From here on the guard owns the process and the directory.
     let mut server = S3Server { child, dir };
-    let target = HostPort {
-        host: "127.0.0.1".into(),
-        port,
-    };
+    let target = HostPort { host: "127.0.0.1".into(), port };
     let started = Instant::now();
     loop {
         if http_answers(&target) {
             break;
         }
         if let Some(status) = server.child.try_wait()? {
-            bail!(
-                "s3s-fs exited with {status} during start-up:\n{}",
-                read_tail(&log_path)
-            );
+            bail!("s3s-fs exited with {status} during start-up:\n{}", read_tail(&log_path));
         }
         if started.elapsed() > S3_START_TIMEOUT {
             bail!(
@@ -431,11 +395,7 @@ fn prepare_s3(env: &mut TestEnv) -> Result<()> {
         }
         sleep(Duration::from_millis(50));
     }
-    ok(&format!(
-        "listening on http://{target} (pid {}, data {})",
-        server.child.id(),
-        data.display()
-    ));
+    ok(&format!("listening on http://{target} (pid {}, data {})", server.child.id(), data.display()));
 
     env.set("USEREXPORT_TEST_S3_ENDPOINT", format!("http://{target}"));
     env.set("USEREXPORT_TEST_S3_ACCESS_KEY_ID", access_key);
@@ -448,12 +408,7 @@ fn prepare_s3(env: &mut TestEnv) -> Result<()> {
 
 /// `s3s-fs` on PATH, else in `$CARGO_HOME/bin` or `~/.cargo/bin`; always an absolute path.
 fn find_s3s_fs() -> Option<PathBuf> {
-    find_on_path("s3s-fs").or_else(|| {
-        cargo_bin_dirs()
-            .into_iter()
-            .map(|dir| dir.join("s3s-fs"))
-            .find(|p| p.is_file())
-    })
+    find_on_path("s3s-fs").or_else(|| cargo_bin_dirs().into_iter().map(|dir| dir.join("s3s-fs")).find(|p| p.is_file()))
 }
 
 fn cargo_bin_dirs() -> Vec<PathBuf> {
@@ -473,21 +428,11 @@ fn install_s3s_fs() -> Result<PathBuf> {
          (a release build, takes ~2-3 min)"
     ));
     let status = Command::new(cargo_bin())
-        .args([
-            "install",
-            "s3s-fs",
-            "--version",
-            S3S_FS_VERSION,
-            "--features",
-            "binary",
-            "--locked",
-        ])
+        .args(["install", "s3s-fs", "--version", S3S_FS_VERSION, "--features", "binary", "--locked"])
         .status()
         .context("running cargo install s3s-fs")?;
     if !status.success() {
-        bail!(
-            "`cargo install s3s-fs --version {S3S_FS_VERSION} --features binary --locked` failed ({status})"
-        );
+        bail!("`cargo install s3s-fs --version {S3S_FS_VERSION} --features binary --locked` failed ({status})");
     }
     find_s3s_fs().ok_or_else(|| {
         anyhow!("s3s-fs was installed but is neither on PATH nor in ~/.cargo/bin; set CARGO_HOME or PATH")
@@ -524,10 +469,7 @@ fn http_answers(target: &HostPort) -> bool {
     let attempt = || -> Result<bool> {
         let mut stream = tcp_connect(target)?;
         stream.set_read_timeout(Some(Duration::from_secs(1)))?;
-        write!(
-            stream,
-            "GET / HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n"
-        )?;
+        write!(stream, "GET / HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n")?;
         let mut head = [0u8; 8];
         stream.read_exact(&mut head)?;
         Ok(head.starts_with(b"HTTP/1."))
@@ -539,11 +481,7 @@ fn read_tail(path: &Path) -> String {
     let text = fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     let tail = lines[lines.len().saturating_sub(20)..].join("\n");
-    if tail.is_empty() {
-        "(no output)".into()
-    } else {
-        tail
-    }
+    if tail.is_empty() { "(no output)".into() } else { tail }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -556,40 +494,24 @@ fn run_cargo_test(root: &Path, cargo_args: &[String], env: &TestEnv) -> Result<E
     let args = cargo_test_args(cargo_args);
     step(&format!("cargo {}", shell_words(&args)));
     for (key, value) in &env.vars {
-        let shown = if key.contains("SECRET") {
-            "<redacted>".to_owned()
-        } else {
-            redact_url(value)
-        };
+        let shown = if key.contains("SECRET") { "<redacted>".to_owned() } else { redact_url(value) };
         info(&format!("{key}={shown}"));
     }
-    Command::new(cargo_bin())
-        .args(&args)
-        .current_dir(root)
-        .envs(&env.vars)
-        .status()
-        .context("running cargo test")
+    Command::new(cargo_bin()).args(&args).current_dir(root).envs(&env.vars).status().context("running cargo test")
 }
 
 /// `test --workspace --locked` followed by the user's arguments; `--workspace` is left out when
 /// packages are selected explicitly (cargo would otherwise ignore `-p`).
 fn cargo_test_args(extra: &[String]) -> Vec<String> {
     let before_separator = extra.iter().take_while(|a| a.as_str() != "--");
-    let selects_packages = before_separator.clone().any(|a| {
-        a == "-p"
-            || a == "--package"
-            || a.starts_with("--package=")
-            || (a.starts_with("-p") && a.len() > 2)
-    });
+    let selects_packages = before_separator
+        .clone()
+        .any(|a| a == "-p" || a == "--package" || a.starts_with("--package=") || (a.starts_with("-p") && a.len() > 2));
     let mut args = vec!["test".to_owned()];
     if !selects_packages {
         args.push("--workspace".to_owned());
     }
-    if !extra
-        .iter()
-        .take_while(|a| a.as_str() != "--")
-        .any(|a| a == "--locked")
-    {
+    if !extra.iter().take_while(|a| a.as_str() != "--").any(|a| a == "--locked") {
         args.push("--locked".to_owned());
     }
     // Report every failing test binary, not just the first.
@@ -631,15 +553,11 @@ struct HostPort {
 impl HostPort {
     /// Minimal `scheme://[user[:pass]@]host[:port][/path][?query]` parser (IPv6 in brackets).
     fn parse(url: &str, default_port: u16) -> Result<HostPort> {
-        let (_, rest) = url
-            .split_once("://")
-            .ok_or_else(|| anyhow!("missing `scheme://`"))?;
+        let (_, rest) = url.split_once("://").ok_or_else(|| anyhow!("missing `scheme://`"))?;
         let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
         let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
         let (host, port) = if let Some(bracketed) = host_port.strip_prefix('[') {
-            let (host, after) = bracketed
-                .split_once(']')
-                .ok_or_else(|| anyhow!("unclosed `[` in host"))?;
+            let (host, after) = bracketed.split_once(']').ok_or_else(|| anyhow!("unclosed `[` in host"))?;
             (host, after.strip_prefix(':'))
         } else {
             match host_port.rsplit_once(':') {
@@ -652,10 +570,7 @@ impl HostPort {
             _ => default_port,
         };
         let host = if host.is_empty() { "localhost" } else { host };
-        Ok(HostPort {
-            host: host.to_owned(),
-            port,
-        })
+        Ok(HostPort { host: host.to_owned(), port })
     }
 
     fn is_loopback(&self) -> bool {
@@ -675,9 +590,7 @@ impl std::fmt::Display for HostPort {
 
 /// Connects to the first address of `target` that accepts within one second.
 fn tcp_connect(target: &HostPort) -> Result<TcpStream> {
-    let addrs: Vec<SocketAddr> = (target.host.as_str(), target.port)
-        .to_socket_addrs()?
-        .collect();
+    let addrs: Vec<SocketAddr> = (target.host.as_str(), target.port).to_socket_addrs()?.collect();
     let mut last = None;
     for addr in addrs {
         match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
@@ -733,13 +646,7 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|dir| dir.join(name))
         .find(|candidate| is_executable(candidate))
-        .map(|p| {
-            if p.is_absolute() {
-                p
-            } else {
-                std::env::current_dir().map(|d| d.join(&p)).unwrap_or(p)
-            }
-        })
+        .map(|p| if p.is_absolute() { p } else { std::env::current_dir().map(|d| d.join(&p)).unwrap_or(p) })
 }
 
 fn is_executable(path: &Path) -> bool {
@@ -757,9 +664,7 @@ fn is_executable(path: &Path) -> bool {
 /// Hex string of `bytes` random bytes (std-only: SipHash keyed from the OS RNG, plus time and pid).
 fn random_hex(bytes: usize) -> String {
     let mut out = String::with_capacity(bytes * 2);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     let mut counter = 0u64;
     while out.len() < bytes * 2 {
         let mut hasher = RandomState::new().build_hasher();
@@ -778,10 +683,7 @@ fn random_hex(bytes: usize) -> String {
 
 /// The repository root (the parent of this crate's directory).
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
 }
 
 /// The cargo that runs us (`$CARGO`), else `cargo` from PATH.
@@ -790,10 +692,7 @@ fn cargo_bin() -> OsString {
 }
 
 fn env_or(key: &str, default: &str) -> String {
-    std::env::var(key)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| default.to_owned())
+    std::env::var(key).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
 }
 
 fn is_ci() -> bool {
@@ -802,18 +701,11 @@ fn is_ci() -> bool {
 
 /// First line of `<bin> --version`.
 fn tool_version(bin: &Path) -> Option<String> {
-    let output = Command::new(bin)
-        .arg("--version")
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
+    let output = Command::new(bin).arg("--version").stderr(Stdio::null()).output().ok()?;
     if !output.status.success() {
         return None;
     }
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .next()
-        .map(str::to_owned)
+    String::from_utf8_lossy(&output.stdout).lines().next().map(str::to_owned)
 }
 
 fn print_tool_versions() {
@@ -828,10 +720,7 @@ fn print_tool_versions() {
     ];
     for (name, bin) in tools {
         let version = bin.as_deref().and_then(tool_version);
-        info(&format!(
-            "{name}: {}",
-            version.as_deref().unwrap_or("not installed")
-        ));
+        info(&format!("{name}: {}", version.as_deref().unwrap_or("not installed")));
     }
 }
 
@@ -876,39 +765,15 @@ mod tests {
         let hp = |u, d| HostPort::parse(u, d).unwrap();
         assert_eq!(
             hp("postgres://postgres@127.0.0.1:5432/postgres", 1),
-            HostPort {
-                host: "127.0.0.1".into(),
-                port: 5432
-            }
+            HostPort { host: "127.0.0.1".into(), port: 5432 }
         );
         assert_eq!(
             hp("postgresql://u:p@db.example/x?sslmode=disable", 5432),
-            HostPort {
-                host: "db.example".into(),
-                port: 5432
-            }
+            HostPort { host: "db.example".into(), port: 5432 }
         );
-        assert_eq!(
-            hp("redis://127.0.0.1", 6379),
-            HostPort {
-                host: "127.0.0.1".into(),
-                port: 6379
-            }
-        );
-        assert_eq!(
-            hp("redis://:secret@[::1]:6380/0", 6379),
-            HostPort {
-                host: "::1".into(),
-                port: 6380
-            }
-        );
-        assert_eq!(
-            hp("postgres:///db", 5432),
-            HostPort {
-                host: "localhost".into(),
-                port: 5432
-            }
-        );
+        assert_eq!(hp("redis://127.0.0.1", 6379), HostPort { host: "127.0.0.1".into(), port: 6379 });
+        assert_eq!(hp("redis://:secret@[::1]:6380/0", 6379), HostPort { host: "::1".into(), port: 6380 });
+        assert_eq!(hp("postgres:///db", 5432), HostPort { host: "localhost".into(), port: 5432 });
         assert!(HostPort::parse("127.0.0.1:5432", 5432).is_err());
         assert!(HostPort::parse("redis://h:notaport", 6379).is_err());
     }
@@ -916,51 +781,19 @@ mod tests {
     #[test]
     fn loopback_detection() {
         for host in ["localhost", "127.0.0.1", "::1"] {
-            assert!(
-                HostPort {
-                    host: host.into(),
-                    port: 1
-                }
-                .is_loopback(),
-                "{host}"
-            );
+            assert!(HostPort { host: host.into(), port: 1 }.is_loopback(), "{host}");
         }
-        assert!(
-            !HostPort {
-                host: "db.internal".into(),
-                port: 1
-            }
-            .is_loopback()
-        );
-        assert_eq!(
-            HostPort {
-                host: "::1".into(),
-                port: 6379
-            }
-            .to_string(),
-            "[::1]:6379"
-        );
+        assert!(!HostPort { host: "db.internal".into(), port: 1 }.is_loopback());
+        assert_eq!(HostPort { host: "::1".into(), port: 6379 }.to_string(), "[::1]:6379");
     }
 
     #[test]
     fn redacts_passwords_only() {
-        assert_eq!(
-            redact_url("redis://:hunter2@127.0.0.1:6379/0"),
-            "redis://:***@127.0.0.1:6379/0"
-        );
-        assert_eq!(
-            redact_url("postgres://me:pw@h/db"),
-            "postgres://me:***@h/db"
-        );
-        assert_eq!(
-            redact_url("postgres://postgres@h/db"),
-            "postgres://postgres@h/db"
-        );
+        assert_eq!(redact_url("redis://:hunter2@127.0.0.1:6379/0"), "redis://:***@127.0.0.1:6379/0");
+        assert_eq!(redact_url("postgres://me:pw@h/db"), "postgres://me:***@h/db");
+        assert_eq!(redact_url("postgres://postgres@h/db"), "postgres://postgres@h/db");
         assert_eq!(redact_url("http://127.0.0.1:9000"), "http://127.0.0.1:9000");
-        assert_eq!(
-            url_credentials("redis://u:p@h"),
-            Some(("u".into(), "p".into()))
-        );
+        assert_eq!(url_credentials("redis://u:p@h"), Some(("u".into(), "p".into())));
         assert_eq!(url_credentials("redis://h:1"), None);
     }
 
@@ -984,10 +817,7 @@ mod tests {
 
     #[test]
     fn resp_encoding() {
-        assert_eq!(
-            resp_command(&["AUTH", "pw"]),
-            b"*2\r\n$4\r\nAUTH\r\n$2\r\npw\r\n".to_vec()
-        );
+        assert_eq!(resp_command(&["AUTH", "pw"]), b"*2\r\n$4\r\nAUTH\r\n$2\r\npw\r\n".to_vec());
     }
 
     #[test]

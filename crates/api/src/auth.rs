@@ -365,7 +365,8 @@ mod tests {
             &claims(project.as_str(), now + 600),
             &f.pem,
         );
-        let no_kid = sign(&serde_json::json!({"typ": "JWT", "alg": "RS256"}), &claims(project.as_str(), now + 600), &f.pem);
+        let no_kid =
+            sign(&serde_json::json!({"typ": "JWT", "alg": "RS256"}), &claims(project.as_str(), now + 600), &f.pem);
         let no_exp = sign(&header, &serde_json::json!({"aud": project.as_str()}), &f.pem);
         // HS256 forged with the public key material as the secret (alg confusion).
         let hs256 = jsonwebtoken::encode(
@@ -421,7 +422,7 @@ mod tests {
     #[actix_web::test]
     async fn missing_or_malformed_credentials_are_401_in_the_dialect_envelope() {
         use actix_web::test as atest;
-    use actix_web::{App, HttpResponse};
+        use actix_web::{App, HttpResponse};
         async fn handler(_: Authenticated) -> HttpResponse {
             HttpResponse::Ok().finish()
         }
@@ -429,7 +430,9 @@ mod tests {
             App::new().route("/_api/admin/x", web::get().to(handler)).route("/v1/x", web::get().to(handler)),
         )
         .await;
-        for (auth, path) in [(None, "/_api/admin/x"), (Some("Bearer garbage"), "/_api/admin/x"), (Some("Basic a:b"), "/v1/x")] {
+        for (auth, path) in
+            [(None, "/_api/admin/x"), (Some("Bearer garbage"), "/_api/admin/x"), (Some("Basic a:b"), "/v1/x")]
+        {
             let mut req = atest::TestRequest::get().uri(path);
             if let Some(a) = auth {
                 req = req.insert_header((header::AUTHORIZATION, a));

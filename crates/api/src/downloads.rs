@@ -57,11 +57,7 @@ fn forbidden() -> ApiError {
 }
 
 /// Checks the link and opens the file.
-async fn open(
-    store: &LocalFsStore,
-    key: &str,
-    params: &Params,
-) -> Result<(tokio::fs::File, u64), ApiError> {
+async fn open(store: &LocalFsStore, key: &str, params: &Params) -> Result<(tokio::fs::File, u64), ApiError> {
     let path = store.verify(key, params.expires, &params.filename, &params.sig, Utc::now()).map_err(|e| match e {
         StorageError::BadSignature | StorageError::Expired | StorageError::InvalidKey { .. } => forbidden(),
         other => ApiError::from_coded(ApiDialect::Native, other),
@@ -89,9 +85,7 @@ async fn download(
     let Some(store) = store else {
         return Err(ApiError::new(ApiDialect::Native, Code::RouteNotFound));
     };
-    let params = web::Query::<Params>::from_query(req.query_string())
-        .map_err(|_| forbidden())?
-        .into_inner();
+    let params = web::Query::<Params>::from_query(req.query_string()).map_err(|_| forbidden())?.into_inner();
     let (file, len) = open(&store, &key, &params).await?;
     let filename = if params.filename.is_empty() {
         Path::new(key.as_str()).file_name().and_then(|n| n.to_str()).unwrap_or("download").to_owned()
@@ -134,8 +128,8 @@ mod tests {
 
     use std::time::Duration;
 
-    use actix_web::body::MessageBody;
     use actix_web::App;
+    use actix_web::body::MessageBody;
     use actix_web::test as atest;
     use userexport_storage::{ObjectMeta, ObjectStore};
 
@@ -174,8 +168,11 @@ mod tests {
     async fn tampered_expired_and_missing() {
         let dir = tempfile::tempdir().unwrap();
         let store = store_with_file(dir.path(), "exports/p/t.csv", b"a,b\n").await;
-        let good = path_and_query(&store.presign_get("exports/p/t.csv", "users.csv", Duration::from_secs(60)).await.unwrap());
-        let gone = path_and_query(&store.presign_get("exports/p/gone.csv", "gone.csv", Duration::from_secs(60)).await.unwrap());
+        let good =
+            path_and_query(&store.presign_get("exports/p/t.csv", "users.csv", Duration::from_secs(60)).await.unwrap());
+        let gone = path_and_query(
+            &store.presign_get("exports/p/gone.csv", "gone.csv", Duration::from_secs(60)).await.unwrap(),
+        );
         let app = atest::init_service(App::new().app_data(web::Data::new(store)).configure(configure)).await;
 
         let status_and_code = |uri: String| {
@@ -213,7 +210,9 @@ mod tests {
     #[actix_web::test]
     async fn without_local_files_the_route_is_404() {
         let app = atest::init_service(App::new().configure(configure)).await;
-        let res = atest::call_service(&app, atest::TestRequest::get().uri("/downloads/a.csv?expires=1&sig=00").to_request()).await;
+        let res =
+            atest::call_service(&app, atest::TestRequest::get().uri("/downloads/a.csv?expires=1&sig=00").to_request())
+                .await;
         assert_eq!(res.status().as_u16(), 404);
     }
 }

@@ -207,9 +207,7 @@ fn authgear_name_reason(code: Code) -> (&'static str, &'static str, Option<&'sta
         Code::InvalidRequestBody | Code::InvalidFieldPointer => {
             ("Invalid", "ValidationFailed", Some("invalid request body"))
         }
-        Code::NonUniqueFieldNames => {
-            ("Invalid", "UserExportNonUniqueFieldNames", Some("field names are not unique"))
-        }
+        Code::NonUniqueFieldNames => ("Invalid", "UserExportNonUniqueFieldNames", Some("field names are not unique")),
         Code::InvalidQuery => ("BadRequest", "InvalidQuery", None),
         Code::MissingArgument => ("BadRequest", "MissingArgument", None),
         Code::Unauthorized => ("Unauthorized", "Unauthorized", None),
@@ -249,9 +247,7 @@ fn auth0_error_code(code: Code) -> &'static str {
         Code::UserNotFound => "inexistent_user",
         Code::RouteNotFound | Code::MethodNotAllowed => "invalid_uri",
         Code::RateLimited => "too_many_requests",
-        Code::TaskStateConflict | Code::TaskCancelled | Code::DuplicateUser | Code::IdempotencyKeyReused => {
-            "conflict"
-        }
+        Code::TaskStateConflict | Code::TaskCancelled | Code::DuplicateUser | Code::IdempotencyKeyReused => "conflict",
         Code::ServiceUnavailable => "service_unavailable",
         _ => "internal_error",
     }
@@ -269,9 +265,7 @@ fn descope_error_code(code: Code) -> &'static str {
         Code::UserNotFound => "E112102",
         Code::TaskNotFound | Code::TaskExpired | Code::RouteNotFound => "E011404",
         Code::MethodNotAllowed => "E011405",
-        Code::TaskStateConflict | Code::TaskCancelled | Code::DuplicateUser | Code::IdempotencyKeyReused => {
-            "E011409"
-        }
+        Code::TaskStateConflict | Code::TaskCancelled | Code::DuplicateUser | Code::IdempotencyKeyReused => "E011409",
         Code::RateLimited => "E130429",
         Code::ServiceUnavailable => "E000503",
         _ => "E000500",
@@ -387,7 +381,8 @@ mod tests {
         assert_eq!(body["error"]["message"], "the export has expired");
         assert_eq!(body["error"]["code"], 404);
 
-        let (status, body) = render(&ApiError::new(ApiDialect::Authgear, Code::PayloadTooLarge).info(json!({"limit": 10})));
+        let (status, body) =
+            render(&ApiError::new(ApiDialect::Authgear, Code::PayloadTooLarge).info(json!({"limit": 10})));
         assert_eq!(status, 413);
         assert_eq!(body["error"]["name"], "RequestEntityTooLarge");
         assert_eq!(body["error"]["reason"], "JSONTooLarge");
@@ -395,7 +390,10 @@ mod tests {
 
         let (status, body) = render(&ApiError::new(ApiDialect::Authgear, Code::MalformedJson));
         assert_eq!(status, 400);
-        assert_eq!((body["error"]["name"].as_str(), body["error"]["reason"].as_str()), (Some("BadRequest"), Some("InvalidJSON")));
+        assert_eq!(
+            (body["error"]["name"].as_str(), body["error"]["reason"].as_str()),
+            (Some("BadRequest"), Some("InvalidJSON"))
+        );
 
         let (status, body) = render(&ApiError::unauthorized(ApiDialect::Authgear));
         assert_eq!(status, 401);
@@ -404,7 +402,8 @@ mod tests {
 
     #[test]
     fn auth0_and_descope_envelopes() {
-        let (status, body) = render(&ApiError::with_message(ApiDialect::Auth0, Code::TaskNotFound, "The job does not exist."));
+        let (status, body) =
+            render(&ApiError::with_message(ApiDialect::Auth0, Code::TaskNotFound, "The job does not exist."));
         assert_eq!(status, 404);
         assert_eq!(
             body,

@@ -108,11 +108,8 @@ pub fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
     // Install the metrics recorder before the first request records anything.
     ops::metrics_handle();
     let state = web::Data::new(state);
-    let server = HttpServer::new(move || app(state.clone()))
-        .listen(listener)?
-        .disable_signals()
-        .shutdown_timeout(30)
-        .run();
+    let server =
+        HttpServer::new(move || app(state.clone())).listen(listener)?.disable_signals().shutdown_timeout(30).run();
     Ok(server)
 }
 

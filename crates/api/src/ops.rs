@@ -155,8 +155,8 @@ pub async fn observe(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use actix_web::middleware::from_fn;
     use actix_web::App;
+    use actix_web::middleware::from_fn;
     use actix_web::test as atest;
 
     async fn boom() -> HttpResponse {
@@ -178,11 +178,11 @@ mod tests {
             async move {
                 let err = atest::try_call_service(app, atest::TestRequest::get().uri(uri).to_request())
                     .await
-                    .err()
-                    .expect("a panic becomes an error");
+                    .map(|_| ())
+                    .expect_err("a panic becomes an error");
                 let res = err.error_response();
                 let status = res.status().as_u16();
-                let bytes = actix_web::body::to_bytes(res.into_body()).await.ok().expect("body");
+                let Ok(bytes) = actix_web::body::to_bytes(res.into_body()).await else { panic!("body") };
                 (status, serde_json::from_slice::<serde_json::Value>(&bytes).expect("json"))
             }
         };
@@ -208,7 +208,9 @@ mod tests {
         )
         .await;
         for id in ["a", "b", "c"] {
-            let res = atest::call_service(&app, atest::TestRequest::get().uri(&format!("/v1/things/{id}")).to_request()).await;
+            let res =
+                atest::call_service(&app, atest::TestRequest::get().uri(&format!("/v1/things/{id}")).to_request())
+                    .await;
             assert_eq!(res.status().as_u16(), 200);
         }
         let res = atest::call_service(&app, atest::TestRequest::get().uri("/healthz").to_request()).await;

@@ -14,9 +14,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use userexport_domain::{
-    Code, ErrorCode, ExportSpec, ExportTask, JobAlias, Project, ProjectId, TaskId, TaskStatus,
-};
+use userexport_domain::{Code, ErrorCode, ExportSpec, ExportTask, JobAlias, Project, ProjectId, TaskId, TaskStatus};
 use userexport_store::{StoreError, TaskQuery};
 
 use crate::AppState;
@@ -130,7 +128,8 @@ pub fn idempotency_key(req: &actix_web::HttpRequest) -> Result<Option<String>, A
         )
     };
     let key = value.to_str().map_err(|_| bad())?.trim();
-    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+    {
         return Err(bad());
     }
     Ok(Some(key.to_owned()))
@@ -197,7 +196,11 @@ pub async fn get_export(state: &AppState, project: &Project, id: &str) -> Result
 }
 
 /// Tasks of `project`, newest first, as selected by `query`.
-pub async fn list_exports(state: &AppState, project: &Project, query: &TaskQuery) -> Result<Vec<ExportTask>, ServiceError> {
+pub async fn list_exports(
+    state: &AppState,
+    project: &Project,
+    query: &TaskQuery,
+) -> Result<Vec<ExportTask>, ServiceError> {
     Ok(state.store.list_tasks(&project.id, query).await?)
 }
 
@@ -282,14 +285,18 @@ mod tests {
         let b: Value = serde_json::from_str(r#"{"csv":{"fields":[{"pointer":"/sub"}]},"format":"csv"}"#).unwrap();
         assert_eq!(request_hash(ApiDialect::Authgear, &a), request_hash(ApiDialect::Authgear, &b));
         assert_ne!(request_hash(ApiDialect::Authgear, &a), request_hash(ApiDialect::Native, &a));
-        assert_ne!(request_hash(ApiDialect::Authgear, &a), request_hash(ApiDialect::Authgear, &json!({"format": "ndjson"})));
+        assert_ne!(
+            request_hash(ApiDialect::Authgear, &a),
+            request_hash(ApiDialect::Authgear, &json!({"format": "ndjson"}))
+        );
         assert_eq!(request_hash(ApiDialect::Native, &a).len(), 64);
     }
 
     #[test]
     fn new_tasks_are_pending_and_empty() {
         let spec = ExportSpec::builder(ExportFormat::Csv).build().unwrap();
-        let new = NewExport { dialect: ApiDialect::Authgear, spec, request: json!({"format": "csv"}), idempotency_key: None };
+        let new =
+            NewExport { dialect: ApiDialect::Authgear, spec, request: json!({"format": "csv"}), idempotency_key: None };
         let p = ProjectId::generate();
         let now = Utc::now();
         let t = new_task(&p, &new, now);
@@ -307,7 +314,8 @@ mod tests {
         use actix_web::test::TestRequest;
         let req = TestRequest::default().uri("/v1/exports").to_http_request();
         assert_eq!(idempotency_key(&req).unwrap(), None);
-        let req = TestRequest::default().uri("/v1/exports").insert_header(("Idempotency-Key", "abc-123")).to_http_request();
+        let req =
+            TestRequest::default().uri("/v1/exports").insert_header(("Idempotency-Key", "abc-123")).to_http_request();
         assert_eq!(idempotency_key(&req).unwrap().as_deref(), Some("abc-123"));
         let long = "k".repeat(MAX_IDEMPOTENCY_KEY_LEN + 1);
         let req = TestRequest::default().uri("/v1/exports").insert_header(("Idempotency-Key", long)).to_http_request();
@@ -321,7 +329,11 @@ mod tests {
         let now = Utc::now();
         let t = new_task(&ProjectId::generate(), &new, now);
         assert!(!is_expired(&t, now));
-        let done = ExportTask { status: TaskStatus::Completed, expires_at: Some(now - chrono::Duration::seconds(1)), ..t.clone() };
+        let done = ExportTask {
+            status: TaskStatus::Completed,
+            expires_at: Some(now - chrono::Duration::seconds(1)),
+            ..t.clone()
+        };
         assert!(is_expired(&done, now));
         let pending_with_deadline = ExportTask { expires_at: Some(now - chrono::Duration::seconds(1)), ..t.clone() };
         assert!(!is_expired(&pending_with_deadline, now));

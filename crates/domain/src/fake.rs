@@ -13,13 +13,53 @@ use crate::ids::UserId;
 use crate::user::{Address, Authenticators, User, UserStatus, UserTenant};
 
 const GIVEN: &[&str] = &[
-    "Brian", "Zoë", "José", "Łukasz", "Ana María", "Chloé", "Søren", "Mei", "Yūki", "Ahmed", "O'Brien", "François",
-    "Ölgä", "Jean-Luc", "Nnamdi", "Åsa", "Dương", "Ελένη", "Иван", "محمد", "美咲", "=cmd", "+Plus", "-Minus", "@at",
+    "Brian",
+    "Zoë",
+    "José",
+    "Łukasz",
+    "Ana María",
+    "Chloé",
+    "Søren",
+    "Mei",
+    "Yūki",
+    "Ahmed",
+    "O'Brien",
+    "François",
+    "Ölgä",
+    "Jean-Luc",
+    "Nnamdi",
+    "Åsa",
+    "Dương",
+    "Ελένη",
+    "Иван",
+    "محمد",
+    "美咲",
+    "=cmd",
+    "+Plus",
+    "-Minus",
+    "@at",
 ];
 const FAMILY: &[&str] = &[
-    "Smith", "García", "Müller", "Nguyễn", "O'Neil", "Kowalski", "Østergaard", "\"Quoted\"", "Comma, Jr.",
-    "Line\nBreak", "Tab\tSeparated", "=SUM(A1:A9)", "D'Angelo", "van der Berg", "李", "Петров", "  Leading",
-    "Trailing  ", "Ben-David", "Smith;Jones",
+    "Smith",
+    "García",
+    "Müller",
+    "Nguyễn",
+    "O'Neil",
+    "Kowalski",
+    "Østergaard",
+    "\"Quoted\"",
+    "Comma, Jr.",
+    "Line\nBreak",
+    "Tab\tSeparated",
+    "=SUM(A1:A9)",
+    "D'Angelo",
+    "van der Berg",
+    "李",
+    "Петров",
+    "  Leading",
+    "Trailing  ",
+    "Ben-David",
+    "Smith;Jones",
 ];
 const TENANTS: &[(&str, &str)] =
     &[("T-acme", "Acme, Inc."), ("T-globex", "Globex"), ("T-initech", "Initech \"Main\""), ("T-umbrella", "Umbrella")];
@@ -70,7 +110,11 @@ pub fn user(seed: u64, index: u64) -> User {
     for (id, name) in TENANTS {
         if r.random_bool(0.3) {
             let role = pick(&mut r, ROLES);
-            tenants.push(UserTenant { tenant_id: (*id).into(), tenant_name: (*name).into(), role_names: vec![role.into()] });
+            tenants.push(UserTenant {
+                tenant_id: (*id).into(),
+                tenant_name: (*name).into(),
+                role_names: vec![role.into()],
+            });
         }
     }
     let roles: Vec<String> = ROLES.iter().filter(|_| r.random_bool(0.2)).map(|s| (*s).into()).collect();
@@ -100,7 +144,9 @@ pub fn user(seed: u64, index: u64) -> User {
         nickname: r.random_bool(0.2).then(|| format!("nick{index}")),
         picture: r.random_bool(0.5).then(|| format!("https://img.example.com/u/{index}.png?s=64&d=identicon")),
         gender: r.random_bool(0.3).then(|| pick(&mut r, &["female", "male", "other"]).to_owned()),
-        birthdate: r.random_bool(0.3).then(|| format!("19{:02}-{:02}-{:02}", 50 + index % 50, 1 + index % 12, 1 + index % 28)),
+        birthdate: r
+            .random_bool(0.3)
+            .then(|| format!("19{:02}-{:02}-{:02}", 50 + index % 50, 1 + index % 12, 1 + index % 28)),
         zoneinfo: r.random_bool(0.3).then(|| "Europe/Paris".to_owned()),
         locale: r.random_bool(0.5).then(|| pick(&mut r, LOCALES).to_owned()),
         website: None,

@@ -30,11 +30,8 @@ pub struct JsonPointer {
 impl JsonPointer {
     /// Parses a pointer, unescaping `~1` to `/` and `~0` to `~`.
     pub fn parse(s: &str) -> Result<Self, PointerError> {
-        let err = |position: usize, reason: String| PointerError {
-            input: s.chars().take(200).collect(),
-            position,
-            reason,
-        };
+        let err =
+            |position: usize, reason: String| PointerError { input: s.chars().take(200).collect(), position, reason };
         if s.is_empty() {
             return Ok(Self { raw: String::new(), tokens: Vec::new() });
         }
@@ -53,9 +50,14 @@ impl JsonPointer {
                         Some((_, '0')) => token.push('~'),
                         Some((_, '1')) => token.push('/'),
                         Some((_, other)) => {
-                            return Err(err(offset + i, format!("`~` must be followed by `0` or `1`, found `{other}`")));
+                            return Err(err(
+                                offset + i,
+                                format!("`~` must be followed by `0` or `1`, found `{other}`"),
+                            ));
                         }
-                        None => return Err(err(offset + i, "`~` at end of token must be followed by `0` or `1`".into())),
+                        None => {
+                            return Err(err(offset + i, "`~` at end of token must be followed by `0` or `1`".into()));
+                        }
                     }
                 } else {
                     token.push(c);

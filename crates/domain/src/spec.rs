@@ -332,11 +332,8 @@ impl ExportSpecBuilder {
         }
         self.filter.check_sizes().map_err(SpecError::FilterTooLarge)?;
         let fields_given = !self.fields.is_empty();
-        let fields = if fields_given || self.format == ExportFormat::Ndjson {
-            self.fields
-        } else {
-            default_fields(self.view)
-        };
+        let fields =
+            if fields_given || self.format == ExportFormat::Ndjson { self.fields } else { default_fields(self.view) };
         let names: Vec<String> = fields.iter().map(ExportField::header).collect();
         let mut seen = HashSet::new();
         if !names.iter().all(|n| seen.insert(n.as_str())) {
@@ -406,13 +403,21 @@ mod tests {
         );
         assert_eq!(e.error_code(), Code::NonUniqueFieldNames);
         // `/a.b` and `/a/b` collide, as in Authgear.
-        assert!(ExportSpec::builder(ExportFormat::Ndjson).field(ptr("/a.b"), None).field(ptr("/a/b"), None).build().is_err());
+        assert!(
+            ExportSpec::builder(ExportFormat::Ndjson)
+                .field(ptr("/a.b"), None)
+                .field(ptr("/a/b"), None)
+                .build()
+                .is_err()
+        );
         // An explicit name resolves the collision.
-        assert!(ExportSpec::builder(ExportFormat::Csv)
-            .field(ptr("/a.b"), None)
-            .field(ptr("/a/b"), Some("ab".into()))
-            .build()
-            .is_ok());
+        assert!(
+            ExportSpec::builder(ExportFormat::Csv)
+                .field(ptr("/a.b"), None)
+                .field(ptr("/a/b"), Some("ab".into()))
+                .build()
+                .is_ok()
+        );
     }
 
     #[test]

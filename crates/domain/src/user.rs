@@ -383,8 +383,10 @@ impl User {
         let tenants: Vec<Value> = self
             .tenants
             .iter()
-            .map(|t| json!({"tenantId": t.tenant_id, "roleNames": t.role_names, "tenantName": t.tenant_name,
-                "permissions": []}))
+            .map(|t| {
+                json!({"tenantId": t.tenant_id, "roleNames": t.role_names, "tenantName": t.tenant_name,
+                "permissions": []})
+            })
             .collect();
         json!({
             "loginIds": self.login_ids,
@@ -428,28 +430,82 @@ impl User {
 
 /// The 41 default Authgear CSV pointers, in Authgear's order.
 pub const AUTHGEAR_DEFAULT_POINTERS: [&str; 41] = [
-    "/sub", "/preferred_username", "/email", "/phone_number", "/email_verified", "/phone_number_verified",
-    "/name", "/given_name", "/middle_name", "/nickname", "/profile", "/picture", "/website", "/gender",
-    "/birthdate", "/zoneinfo", "/locale", "/address/formatted", "/address/street_address",
-    "/address/locality", "/address/region", "/address/postal_code", "/address/country", "/roles",
-    "/groups", "/disabled", "/created_at", "/delete_at", "/last_login_at", "/is_anonymized",
-    "/anonymize_at", "/temporarily_disabled_from", "/temporarily_disabled_until", "/account_valid_from",
-    "/account_valid_until", "/identities", "/mfa/emails", "/mfa/phone_numbers", "/mfa/totps",
-    "/biometric_count", "/passkey_count",
+    "/sub",
+    "/preferred_username",
+    "/email",
+    "/phone_number",
+    "/email_verified",
+    "/phone_number_verified",
+    "/name",
+    "/given_name",
+    "/middle_name",
+    "/nickname",
+    "/profile",
+    "/picture",
+    "/website",
+    "/gender",
+    "/birthdate",
+    "/zoneinfo",
+    "/locale",
+    "/address/formatted",
+    "/address/street_address",
+    "/address/locality",
+    "/address/region",
+    "/address/postal_code",
+    "/address/country",
+    "/roles",
+    "/groups",
+    "/disabled",
+    "/created_at",
+    "/delete_at",
+    "/last_login_at",
+    "/is_anonymized",
+    "/anonymize_at",
+    "/temporarily_disabled_from",
+    "/temporarily_disabled_until",
+    "/account_valid_from",
+    "/account_valid_until",
+    "/identities",
+    "/mfa/emails",
+    "/mfa/phone_numbers",
+    "/mfa/totps",
+    "/biometric_count",
+    "/passkey_count",
 ];
 
 /// Default Auth0 export fields: the exportable attribute list (JSON exports; CSV takes the scalar ones).
 pub const AUTH0_DEFAULT_FIELDS: [&str; 17] = [
-    "user_id", "email", "email_verified", "username", "phone_number", "phone_verified", "name", "given_name",
-    "family_name", "nickname", "picture", "created_at", "updated_at", "last_login", "logins_count", "blocked",
+    "user_id",
+    "email",
+    "email_verified",
+    "username",
+    "phone_number",
+    "phone_verified",
+    "name",
+    "given_name",
+    "family_name",
+    "nickname",
+    "picture",
+    "created_at",
+    "updated_at",
+    "last_login",
+    "logins_count",
+    "blocked",
     "identities[0].connection",
 ];
 
 /// Default Descope CSV fields (pointer, header).
 pub const DESCOPE_DEFAULT_FIELDS: [(&str, &str); 11] = [
-    ("/userId", "userId"), ("/loginIds", "loginIds"), ("/name", "name"), ("/email", "email"),
-    ("/phone", "phone"), ("/status", "status"), ("/verifiedEmail", "verifiedEmail"),
-    ("/verifiedPhone", "verifiedPhone"), ("/roleNames", "roleNames"), ("/userTenants", "userTenants"),
+    ("/userId", "userId"),
+    ("/loginIds", "loginIds"),
+    ("/name", "name"),
+    ("/email", "email"),
+    ("/phone", "phone"),
+    ("/status", "status"),
+    ("/verifiedEmail", "verifiedEmail"),
+    ("/verifiedPhone", "verifiedPhone"),
+    ("/roleNames", "roleNames"),
+    ("/userTenants", "userTenants"),
     ("/createdTime", "createdTime"),
 ];
 
@@ -483,14 +539,27 @@ mod tests {
             locale: Some("en".into()),
             website: None,
             profile: None,
-            address: Some(Address { formatted: Some("1 Main St, Town".into()), country: Some("US".into()), ..Default::default() }),
+            address: Some(Address {
+                formatted: Some("1 Main St, Town".into()),
+                country: Some("US".into()),
+                ..Default::default()
+            }),
             status: UserStatus::Disabled,
             test: false,
             roles: vec!["admin".into(), "viewer".into()],
-            tenants: vec![UserTenant { tenant_id: "T1".into(), tenant_name: "Acme".into(), role_names: vec!["owner".into()] }],
+            tenants: vec![UserTenant {
+                tenant_id: "T1".into(),
+                tenant_name: "Acme".into(),
+                role_names: vec!["owner".into()],
+            }],
             custom_attributes: attrs,
             sso_app_ids: vec![],
-            authenticators: Authenticators { password: true, totp: true, oauth_providers: vec!["google".into()], ..Default::default() },
+            authenticators: Authenticators {
+                password: true,
+                totp: true,
+                oauth_providers: vec!["google".into()],
+                ..Default::default()
+            },
             created_at: Utc.with_ymd_and_hms(2024, 6, 25, 21, 48, 54).unwrap() + chrono::Duration::milliseconds(120),
             updated_at: Utc.with_ymd_and_hms(2024, 7, 1, 0, 0, 0).unwrap(),
             last_login_at: None,
@@ -537,10 +606,33 @@ mod tests {
     #[test]
     fn descope_view_emits_every_key() {
         let u = sample().descope_user();
-        for key in ["loginIds", "userId", "name", "email", "phone", "verifiedEmail", "verifiedPhone", "roleNames",
-            "userTenants", "status", "externalIds", "picture", "test", "customAttributes", "createdTime", "TOTP",
-            "SAML", "OAuth", "webauthn", "password", "ssoAppIds", "givenName", "middleName", "familyName", "editable"]
-        {
+        for key in [
+            "loginIds",
+            "userId",
+            "name",
+            "email",
+            "phone",
+            "verifiedEmail",
+            "verifiedPhone",
+            "roleNames",
+            "userTenants",
+            "status",
+            "externalIds",
+            "picture",
+            "test",
+            "customAttributes",
+            "createdTime",
+            "TOTP",
+            "SAML",
+            "OAuth",
+            "webauthn",
+            "password",
+            "ssoAppIds",
+            "givenName",
+            "middleName",
+            "familyName",
+            "editable",
+        ] {
             assert!(u.get(key).is_some(), "missing {key}");
         }
         assert_eq!(u["middleName"], "");

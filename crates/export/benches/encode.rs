@@ -35,23 +35,16 @@ fn run(name: &str, spec: &ExportSpec, users: &[User]) {
 }
 
 fn main() {
-    let n: u64 = std::env::var("USEREXPORT_BENCH_USERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200_000);
+    let n: u64 = std::env::var("USEREXPORT_BENCH_USERS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
     let users: Vec<User> = (0..n).map(|i| fake::user(1, i)).collect();
 
-    let csv41 = ExportSpec::builder(ExportFormat::Csv)
-        .build()
-        .expect("spec");
+    let csv41 = ExportSpec::builder(ExportFormat::Csv).build().expect("spec");
     let mut b = ExportSpec::builder(ExportFormat::Csv);
     for p in ["/sub", "/email", "/name", "/created_at", "/disabled"] {
         b = b.field(JsonPointer::parse(p).expect("pointer"), None);
     }
     let csv5 = b.build().expect("spec");
-    let ndjson = ExportSpec::builder(ExportFormat::Ndjson)
-        .build()
-        .expect("spec");
+    let ndjson = ExportSpec::builder(ExportFormat::Ndjson).build().expect("spec");
 
     run("csv-41-fields", &csv41, &users);
     run("csv-5-fields", &csv5, &users);

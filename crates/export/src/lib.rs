@@ -165,16 +165,10 @@ impl ExportEncoder {
                     json_key.extend_from_slice(key.as_bytes());
                 }
                 json_key.push(b':');
-                Column {
-                    pointer: f.pointer().clone(),
-                    json_key,
-                }
+                Column { pointer: f.pointer().clone(), json_key }
             })
             .collect();
-        let csv = CsvOptions {
-            guard: spec.formula_guard(),
-            quote_all: spec.quote_all(),
-        };
+        let csv = CsvOptions { guard: spec.formula_guard(), quote_all: spec.quote_all() };
         let mut pending = Vec::new();
         if spec.format() == ExportFormat::Csv {
             let headers = spec.headers();
@@ -260,14 +254,7 @@ impl ExportEncoder {
     }
 
     fn encode_csv(&mut self, doc: &Value) -> Result<(), EncodeError> {
-        let Self {
-            columns,
-            csv,
-            line,
-            scratch,
-            cell,
-            ..
-        } = self;
+        let Self { columns, csv, line, scratch, cell, .. } = self;
         for (i, col) in columns.iter().enumerate() {
             if i > 0 {
                 line.push(b',');
@@ -293,13 +280,7 @@ impl ExportEncoder {
     }
 
     fn encode_ndjson(&mut self, doc: &Value) -> Result<(), EncodeError> {
-        let Self {
-            columns,
-            html_escape,
-            line,
-            scratch,
-            ..
-        } = self;
+        let Self { columns, html_escape, line, scratch, .. } = self;
         if columns.is_empty() {
             write_json(line, scratch, doc, *html_escape)?;
         } else {
@@ -360,12 +341,7 @@ fn write_number(out: &mut Vec<u8>, n: &Number) {
 }
 
 /// Serializes `v` as compact JSON onto `line`, HTML-escaped if asked.
-fn write_json(
-    line: &mut Vec<u8>,
-    scratch: &mut Vec<u8>,
-    v: &Value,
-    html_escape: bool,
-) -> Result<(), EncodeError> {
+fn write_json(line: &mut Vec<u8>, scratch: &mut Vec<u8>, v: &Value, html_escape: bool) -> Result<(), EncodeError> {
     if html_escape {
         scratch.clear();
         serde_json::to_writer(&mut *scratch, v)?;
@@ -386,12 +362,8 @@ fn escape_html(src: &[u8], out: &mut Vec<u8>) {
             b'<' => Some((b"\\u003c", 1)),
             b'>' => Some((b"\\u003e", 1)),
             b'&' => Some((b"\\u0026", 1)),
-            0xE2 if src.get(i + 1) == Some(&0x80) && src.get(i + 2) == Some(&0xA8) => {
-                Some((b"\\u2028", 3))
-            }
-            0xE2 if src.get(i + 1) == Some(&0x80) && src.get(i + 2) == Some(&0xA9) => {
-                Some((b"\\u2029", 3))
-            }
+            0xE2 if src.get(i + 1) == Some(&0x80) && src.get(i + 2) == Some(&0xA8) => Some((b"\\u2028", 3)),
+            0xE2 if src.get(i + 1) == Some(&0x80) && src.get(i + 2) == Some(&0xA9) => Some((b"\\u2029", 3)),
             _ => None,
         };
         match replacement {
@@ -409,9 +381,7 @@ fn escape_html(src: &[u8], out: &mut Vec<u8>) {
 
 /// Whether a field contains a byte that forces quoting (`,` `"` CR LF).
 fn has_special(bytes: &[u8]) -> bool {
-    bytes
-        .iter()
-        .any(|&b| matches!(b, b',' | b'"' | b'\r' | b'\n'))
+    bytes.iter().any(|&b| matches!(b, b',' | b'"' | b'\r' | b'\n'))
 }
 
 /// Whether the formula guard prefixes `s`: it starts with `= + - @ \t \r`, unless it is a `+`

@@ -43,12 +43,8 @@ fn cell(value: Value, guard: bool, quote_all: bool) -> String {
         .unwrap();
     let out = text(encode(&spec, &[user_with(json!({"v": value, "z": 1}))]));
     let header = if quote_all { "\"v\",\"z\"\n" } else { "v,z\n" };
-    let row = out
-        .strip_prefix(header)
-        .unwrap_or_else(|| panic!("unexpected header in {out:?}"));
-    row.strip_suffix(",1\n")
-        .unwrap_or_else(|| panic!("unexpected row {row:?}"))
-        .to_owned()
+    let row = out.strip_prefix(header).unwrap_or_else(|| panic!("unexpected header in {out:?}"));
+    row.strip_suffix(",1\n").unwrap_or_else(|| panic!("unexpected row {row:?}")).to_owned()
 }
 
 /// The cell of a pointer that does not resolve.
@@ -85,11 +81,7 @@ fn csv_quotes_only_what_needs_quoting() {
         ("", ""),
     ];
     for (value, expected) in cases {
-        assert_eq!(
-            cell(json!(value), false, false),
-            *expected,
-            "value {value:?}"
-        );
+        assert_eq!(cell(json!(value), false, false), *expected, "value {value:?}");
     }
     // Missing keys and null render as empty cells, like the empty string.
     assert_eq!(missing_cell(), ",1");
@@ -98,10 +90,7 @@ fn csv_quotes_only_what_needs_quoting() {
 
 #[test]
 fn a_lone_empty_field_is_quoted_so_the_record_is_not_blank() {
-    let spec = ExportSpec::builder(ExportFormat::Csv)
-        .field(ptr("/custom_attributes/none"), None)
-        .build()
-        .unwrap();
+    let spec = ExportSpec::builder(ExportFormat::Csv).field(ptr("/custom_attributes/none"), None).build().unwrap();
     let out = encode(&spec, &[user_with(json!({})), user_with(json!({}))]);
     assert_eq!(text(out.clone()), "custom_attributes.none\n\"\"\n\"\"\n");
     let mut reader = csv::ReaderBuilder::new().from_reader(out.as_slice());
@@ -109,10 +98,7 @@ fn a_lone_empty_field_is_quoted_so_the_record_is_not_blank() {
     assert_eq!(rows.len(), 2);
     assert_eq!(&rows[0][0], "");
     // An empty header is quoted for the same reason.
-    let spec = ExportSpec::builder(ExportFormat::Csv)
-        .field(ptr(""), None)
-        .build()
-        .unwrap();
+    let spec = ExportSpec::builder(ExportFormat::Csv).field(ptr(""), None).build().unwrap();
     let out = text(encode(&spec, &[]));
     assert_eq!(out, "\"\"\n");
 }
@@ -127,11 +113,7 @@ fn formula_guard_prefixes_every_trigger() {
         ("@SUM(A1)", "'@SUM(A1)", "@SUM(A1)"),
         ("\tTab", "'\tTab", "\"\tTab\""),
         ("\rCR", "\"'\rCR\"", "\"\rCR\""),
-        (
-            "=HYPERLINK(\"http://x\")",
-            "\"'=HYPERLINK(\"\"http://x\"\")\"",
-            "\"=HYPERLINK(\"\"http://x\"\")\"",
-        ),
+        ("=HYPERLINK(\"http://x\")", "\"'=HYPERLINK(\"\"http://x\"\")\"", "\"=HYPERLINK(\"\"http://x\"\")\""),
         ("=a,b", "\"'=a,b\"", "\"=a,b\""),
         // A string that looks like a negative number is still a string.
         ("-5", "'-5", "-5"),
@@ -144,16 +126,8 @@ fn formula_guard_prefixes_every_trigger() {
         (" =x", "\" =x\"", "\" =x\""),
     ];
     for (value, on, off) in cases {
-        assert_eq!(
-            cell(json!(value), true, false),
-            *on,
-            "guard on, value {value:?}"
-        );
-        assert_eq!(
-            cell(json!(value), false, false),
-            *off,
-            "guard off, value {value:?}"
-        );
+        assert_eq!(cell(json!(value), true, false), *on, "guard on, value {value:?}");
+        assert_eq!(cell(json!(value), false, false), *off, "guard off, value {value:?}");
     }
     // Numbers and booleans are never prefixed.
     for guard in [true, false] {
@@ -189,14 +163,8 @@ fn headers_use_explicit_names_else_unescaped_tokens() {
         .field(ptr("/roles/0"), None)
         .build()
         .unwrap();
-    assert_eq!(
-        text(encode(&spec, &[])),
-        "address.formatted,a/b,x~y,User ID,roles.0\n"
-    );
-    let auth0 = ExportSpec::builder(ExportFormat::Csv)
-        .view(UserView::Auth0)
-        .build()
-        .unwrap();
+    assert_eq!(text(encode(&spec, &[])), "address.formatted,a/b,x~y,User ID,roles.0\n");
+    let auth0 = ExportSpec::builder(ExportFormat::Csv).view(UserView::Auth0).build().unwrap();
     let out = text(encode(&auth0, &[]));
     assert!(out.starts_with("user_id,email,email_verified,"), "{out}");
     assert!(out.ends_with(",identities[0].connection\n"), "{out}");
@@ -226,10 +194,7 @@ fn numbers_render_in_decimal_without_exponent() {
 
 #[test]
 fn arrays_and_objects_are_compact_html_escaped_json() {
-    assert_eq!(
-        cell(json!(["role_a", "role_b"]), true, false),
-        r#""[""role_a"",""role_b""]""#
-    );
+    assert_eq!(cell(json!(["role_a", "role_b"]), true, false), r#""[""role_a"",""role_b""]""#);
     assert_eq!(cell(json!([1, 2]), true, false), "\"[1,2]\"");
     assert_eq!(cell(json!([1]), true, false), "[1]");
     assert_eq!(cell(json!([]), true, false), "[]");
@@ -239,10 +204,7 @@ fn arrays_and_objects_are_compact_html_escaped_json() {
         r#""{""k"":""\u003cb\u003e\u0026\u003c/b\u003e"",""n"":1}""#
     );
     let v = json!({"z": ["\u{2028}", "\u{2029}", "a\"b"], "a": null});
-    assert_eq!(
-        render_cell(Some(&v)),
-        r#"{"z":["\u2028","\u2029","a\"b"],"a":null}"#
-    );
+    assert_eq!(render_cell(Some(&v)), r#"{"z":["\u2028","\u2029","a\"b"],"a":null}"#);
     assert!(matches!(render_cell(Some(&json!("s"))), Cow::Borrowed("s")));
     assert_eq!(render_cell(Some(&json!(true))), "true");
     assert_eq!(render_cell(Some(&Value::Null)), "");
@@ -278,30 +240,17 @@ fn ndjson_whole_record_per_line() {
         // Key order is the view's.
         let expected = serde_json::to_string(&user.authgear_record()).unwrap();
         assert_eq!(
-            line.replace("\\u003c", "<")
-                .replace("\\u003e", ">")
-                .replace("\\u0026", "&")
-                .replace("\\u2028", "\u{2028}"),
+            line.replace("\\u003c", "<").replace("\\u003e", ">").replace("\\u0026", "&").replace("\\u2028", "\u{2028}"),
             expected
         );
     }
-    assert!(
-        lines[0].contains(r#""name":"\u003cb\u003eTom \u0026 Jerry\u003c/b\u003e\u2028""#),
-        "{}",
-        lines[0]
-    );
+    assert!(lines[0].contains(r#""name":"\u003cb\u003eTom \u0026 Jerry\u003c/b\u003e\u2028""#), "{}", lines[0]);
     assert!(!lines[0].contains(['<', '>', '&', '\u{2028}']));
 
     // Other views are not HTML-escaped.
-    let auth0 = ExportSpec::builder(ExportFormat::Ndjson)
-        .view(UserView::Auth0)
-        .build()
-        .unwrap();
+    let auth0 = ExportSpec::builder(ExportFormat::Ndjson).view(UserView::Auth0).build().unwrap();
     let out = text(encode(&auth0, std::slice::from_ref(&u)));
-    assert_eq!(
-        out,
-        format!("{}\n", serde_json::to_string(&u.auth0_user()).unwrap())
-    );
+    assert_eq!(out, format!("{}\n", serde_json::to_string(&u.auth0_user()).unwrap()));
     assert!(out.contains("<b>Tom & Jerry</b>"));
 }
 
@@ -323,10 +272,7 @@ fn ndjson_with_fields_keeps_field_order_and_skips_unresolved() {
     );
     assert_eq!(out, expected);
     // Nothing resolves: an empty object.
-    let spec = ExportSpec::builder(ExportFormat::Ndjson)
-        .field(ptr("/nope"), None)
-        .build()
-        .unwrap();
+    let spec = ExportSpec::builder(ExportFormat::Ndjson).field(ptr("/nope"), None).build().unwrap();
     assert_eq!(text(encode(&spec, &[u])), "{}\n");
 }
 
@@ -343,33 +289,16 @@ fn zero_users_give_zero_bytes_or_just_the_header() {
 
 fn gunzip(bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    flate2::read::GzDecoder::new(bytes)
-        .read_to_end(&mut out)
-        .unwrap();
+    flate2::read::GzDecoder::new(bytes).read_to_end(&mut out).unwrap();
     out
 }
 
 fn specs(gzip: bool) -> Vec<ExportSpec> {
     vec![
-        ExportSpec::builder(ExportFormat::Csv)
-            .gzip(gzip)
-            .build()
-            .unwrap(),
-        ExportSpec::builder(ExportFormat::Csv)
-            .view(UserView::Auth0)
-            .quote_all(true)
-            .gzip(gzip)
-            .build()
-            .unwrap(),
-        ExportSpec::builder(ExportFormat::Ndjson)
-            .gzip(gzip)
-            .build()
-            .unwrap(),
-        ExportSpec::builder(ExportFormat::Ndjson)
-            .view(UserView::Descope)
-            .gzip(gzip)
-            .build()
-            .unwrap(),
+        ExportSpec::builder(ExportFormat::Csv).gzip(gzip).build().unwrap(),
+        ExportSpec::builder(ExportFormat::Csv).view(UserView::Auth0).quote_all(true).gzip(gzip).build().unwrap(),
+        ExportSpec::builder(ExportFormat::Ndjson).gzip(gzip).build().unwrap(),
+        ExportSpec::builder(ExportFormat::Ndjson).view(UserView::Descope).gzip(gzip).build().unwrap(),
     ]
 }
 
@@ -386,14 +315,8 @@ fn gzip_round_trips_to_the_plain_output() {
         assert_eq!(gunzip(&encode(&gz, &[])), encode(plain, &[]));
     }
     // The level is configurable; all levels decode to the same bytes.
-    let spec = ExportSpec::builder(ExportFormat::Csv)
-        .gzip(true)
-        .build()
-        .unwrap();
-    let plain = encode(
-        &ExportSpec::builder(ExportFormat::Csv).build().unwrap(),
-        &users,
-    );
+    let spec = ExportSpec::builder(ExportFormat::Csv).gzip(true).build().unwrap();
+    let plain = encode(&ExportSpec::builder(ExportFormat::Csv).build().unwrap(), &users);
     for level in [0, 1, 9, 42] {
         let mut enc = ExportEncoder::with_gzip_level(&spec, level);
         for u in &users {
@@ -438,19 +361,12 @@ fn expected_cell(doc: &Value, pointer: &str, guard: bool) -> String {
         Some(Value::Bool(b)) => b.to_string(),
         Some(Value::Number(n)) => n.to_string(),
         Some(Value::String(s)) => {
-            let phone =
-                s.len() > 1 && s.starts_with('+') && s[1..].chars().all(|c| c.is_ascii_digit());
-            if guard && !phone && s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-                format!("'{s}")
-            } else {
-                s.clone()
-            }
+            let phone = s.len() > 1 && s.starts_with('+') && s[1..].chars().all(|c| c.is_ascii_digit());
+            if guard && !phone && s.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{s}") } else { s.clone() }
         }
-        Some(v) => serde_json::to_string(v)
-            .unwrap()
-            .replace('<', "\\u003c")
-            .replace('>', "\\u003e")
-            .replace('&', "\\u0026"),
+        Some(v) => {
+            serde_json::to_string(v).unwrap().replace('<', "\\u003c").replace('>', "\\u003e").replace('&', "\\u0026")
+        }
     }
 }
 
@@ -459,30 +375,15 @@ fn two_thousand_fake_users_round_trip_through_a_csv_reader() {
     let users: Vec<User> = (0..2000).map(|i| fake::user(1, i)).collect();
     let configs = [
         ExportSpec::builder(ExportFormat::Csv).build().unwrap(),
-        ExportSpec::builder(ExportFormat::Csv)
-            .view(UserView::Auth0)
-            .quote_all(true)
-            .build()
-            .unwrap(),
-        ExportSpec::builder(ExportFormat::Csv)
-            .view(UserView::Descope)
-            .formula_guard(false)
-            .build()
-            .unwrap(),
+        ExportSpec::builder(ExportFormat::Csv).view(UserView::Auth0).quote_all(true).build().unwrap(),
+        ExportSpec::builder(ExportFormat::Csv).view(UserView::Descope).formula_guard(false).build().unwrap(),
     ];
     for spec in configs {
         let out = encode(&spec, &users);
         assert!(out.ends_with(b"\n") && !out.ends_with(b"\r\n"));
         assert!(!out.starts_with(b"\xEF\xBB\xBF"), "no BOM");
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(true)
-            .from_reader(out.as_slice());
-        let header: Vec<String> = reader
-            .headers()
-            .unwrap()
-            .iter()
-            .map(str::to_owned)
-            .collect();
+        let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(out.as_slice());
+        let header: Vec<String> = reader.headers().unwrap().iter().map(str::to_owned).collect();
         assert_eq!(header, spec.headers());
         let mut count = 0;
         let mut guarded = 0;

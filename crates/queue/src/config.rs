@@ -59,11 +59,9 @@ pub(crate) fn redact_url(url: &str) -> String {
 impl fmt::Debug for QueueConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            QueueConfig::Redis { url, prefix } => f
-                .debug_struct("Redis")
-                .field("url", &redact_url(url))
-                .field("prefix", prefix)
-                .finish(),
+            QueueConfig::Redis { url, prefix } => {
+                f.debug_struct("Redis").field("url", &redact_url(url)).field("prefix", prefix).finish()
+            }
             QueueConfig::Sqlite { url, prefix } => {
                 f.debug_struct("Sqlite").field("url", url).field("prefix", prefix).finish()
             }

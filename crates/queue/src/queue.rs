@@ -321,7 +321,8 @@ async fn trim_redis(cfg: &apalis_redis::Config, mut conn: ConnectionManager, kee
         .await?;
         for key in keys {
             let Some(name) = key.strip_prefix(&meta_prefix) else { continue };
-            let score: Option<f64> = bounded(redis::cmd("ZSCORE").arg(&workers_set).arg(name).query_async(&mut conn)).await?;
+            let score: Option<f64> =
+                bounded(redis::cmd("ZSCORE").arg(&workers_set).arg(name).query_async(&mut conn)).await?;
             if score.is_none() {
                 let _: u64 = bounded(redis::cmd("DEL").arg(&key).query_async(&mut conn)).await?;
             }

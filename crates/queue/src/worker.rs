@@ -116,14 +116,16 @@ where
 }
 
 fn retry_policy() -> BackoffRetryPolicy<ExponentialBackoff> {
-    let backoff = ExponentialBackoffMaker::new(Duration::from_millis(500), Duration::from_secs(5), 0.5, HasherRng::default())
-        .expect("static backoff bounds are valid")
-        .make_backoff();
+    let backoff =
+        ExponentialBackoffMaker::new(Duration::from_millis(500), Duration::from_secs(5), 0.5, HasherRng::default())
+            .expect("static backoff bounds are valid")
+            .make_backoff();
     RetryPolicy::retries(IN_PROCESS_RETRIES).with_backoff(backoff)
 }
 
 /// At most [`MAX_RESTARTS`] worker restarts per [`RESTART_WINDOW`].
-fn restart_budget() -> impl Fn(&apalis::prelude::WorkerContext, &apalis::prelude::WorkerError) -> bool + Send + Sync + 'static {
+fn restart_budget()
+-> impl Fn(&apalis::prelude::WorkerContext, &apalis::prelude::WorkerError) -> bool + Send + Sync + 'static {
     let recent = Arc::new(Mutex::new(VecDeque::<Instant>::new()));
     move |ctx, err| {
         let now = Instant::now();

@@ -93,12 +93,13 @@ impl Fixture {
 
     /// Rows of this queue, optionally only those with `status`.
     async fn sqlite_count(&self, pool: &SqlitePool, status: Option<&str>) -> u64 {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM Jobs WHERE job_type = ?1 AND (?2 IS NULL OR status = ?2)")
-            .bind(&self.prefix)
-            .bind(status)
-            .fetch_one(pool)
-            .await
-            .unwrap();
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM Jobs WHERE job_type = ?1 AND (?2 IS NULL OR status = ?2)")
+                .bind(&self.prefix)
+                .bind(status)
+                .fetch_one(pool)
+                .await
+                .unwrap();
         u64::try_from(n).unwrap()
     }
 }
@@ -108,7 +109,8 @@ impl Drop for Fixture {
     fn drop(&mut self) {
         let Kind::Redis { url } = &self.kind else { return };
         let Ok(mut conn) = redis::Client::open(url.as_str()).and_then(|c| c.get_connection()) else { return };
-        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}:*", self.prefix)).query(&mut conn).unwrap_or_default();
+        let keys: Vec<String> =
+            redis::cmd("KEYS").arg(format!("{}:*", self.prefix)).query(&mut conn).unwrap_or_default();
         if !keys.is_empty() {
             let _: Result<u64, _> = redis::cmd("DEL").arg(&keys).query(&mut conn);
         }
@@ -123,7 +125,11 @@ fn opts(concurrency: usize) -> WorkerOptions {
 }
 
 /// Starts `run_workers` on a task; returns its handle and the shutdown trigger.
-fn start<F, Fut>(queue: &Queue, opts: WorkerOptions, handler: F) -> (JoinHandle<Result<(), QueueError>>, oneshot::Sender<()>)
+fn start<F, Fut>(
+    queue: &Queue,
+    opts: WorkerOptions,
+    handler: F,
+) -> (JoinHandle<Result<(), QueueError>>, oneshot::Sender<()>)
 where
     F: Fn(ExportJob, u32) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = JobOutcome> + Send + 'static,
@@ -310,7 +316,13 @@ async fn redis_trim_removes_metadata_of_gone_workers() {
     let mut c = Fixture::redis_conn(url).await;
     let live = format!("{}:workers:metadata:live-1", fx.prefix);
     let gone = format!("{}:workers:metadata:gone-1", fx.prefix);
-    let _: () = redis::cmd("ZADD").arg(format!("{}:workers", fx.prefix)).arg(1).arg("live-1").query_async(&mut c).await.unwrap();
+    let _: () = redis::cmd("ZADD")
+        .arg(format!("{}:workers", fx.prefix))
+        .arg(1)
+        .arg("live-1")
+        .query_async(&mut c)
+        .await
+        .unwrap();
     let _: () = redis::cmd("HSET").arg(&live).arg("service").arg("x").query_async(&mut c).await.unwrap();
     let _: () = redis::cmd("HSET").arg(&gone).arg("service").arg("x").query_async(&mut c).await.unwrap();
     fx.queue.trim_done(10).await.unwrap();

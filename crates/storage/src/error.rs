@@ -56,9 +56,7 @@ impl StorageError {
             StorageError::Transient { .. } => true,
             StorageError::Io { source, .. } => matches!(
                 source.kind(),
-                std::io::ErrorKind::Interrupted
-                    | std::io::ErrorKind::TimedOut
-                    | std::io::ErrorKind::WouldBlock
+                std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
             ),
             _ => false,
         }
@@ -74,9 +72,9 @@ impl ErrorCode for StorageError {
         match self {
             StorageError::Transient { .. } | StorageError::Io { .. } => Code::ServiceUnavailable,
             StorageError::Expired | StorageError::BadSignature => Code::InvalidDownloadSignature,
-            StorageError::Permanent { .. }
-            | StorageError::InvalidKey { .. }
-            | StorageError::Config(_) => Code::ExportFailed,
+            StorageError::Permanent { .. } | StorageError::InvalidKey { .. } | StorageError::Config(_) => {
+                Code::ExportFailed
+            }
         }
     }
 }
@@ -87,36 +85,18 @@ mod tests {
 
     #[test]
     fn codes_and_transience() {
-        let t = StorageError::Transient {
-            op: "head",
-            message: "503".into(),
-        };
+        let t = StorageError::Transient { op: "head", message: "503".into() };
         assert!(t.is_transient());
         assert_eq!(t.error_code(), Code::ServiceUnavailable);
-        let p = StorageError::Permanent {
-            op: "complete",
-            message: "EntityTooSmall".into(),
-        };
+        let p = StorageError::Permanent { op: "complete", message: "EntityTooSmall".into() };
         assert!(!p.is_transient());
         assert_eq!(p.error_code(), Code::ExportFailed);
-        assert_eq!(
-            StorageError::Expired.error_code(),
-            Code::InvalidDownloadSignature
-        );
-        assert_eq!(
-            StorageError::BadSignature.error_code(),
-            Code::InvalidDownloadSignature
-        );
+        assert_eq!(StorageError::Expired.error_code(), Code::InvalidDownloadSignature);
+        assert_eq!(StorageError::BadSignature.error_code(), Code::InvalidDownloadSignature);
         assert_eq!(StorageError::BadSignature.error_code().http_status(), 403);
-        let io = StorageError::Io {
-            op: "write",
-            source: std::io::Error::from(std::io::ErrorKind::TimedOut),
-        };
+        let io = StorageError::Io { op: "write", source: std::io::Error::from(std::io::ErrorKind::TimedOut) };
         assert!(io.is_transient());
-        let io = StorageError::Io {
-            op: "write",
-            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
-        };
+        let io = StorageError::Io { op: "write", source: std::io::Error::from(std::io::ErrorKind::PermissionDenied) };
         assert!(!io.is_transient());
     }
 }

@@ -14,12 +14,7 @@ pub(crate) const PARTIAL_MARKER: &str = ".partial-";
 /// Rejected: empty keys, keys over 1024 bytes, absolute paths, backslashes, empty segments
 /// (`a//b`, trailing `/`), `.` segments, any `..`, and the local temporary-file marker `.partial-`.
 pub fn validate_key(key: &str) -> Result<(), StorageError> {
-    let bad = |reason| {
-        Err(StorageError::InvalidKey {
-            key: key.to_owned(),
-            reason,
-        })
-    };
+    let bad = |reason| Err(StorageError::InvalidKey { key: key.to_owned(), reason });
     if key.is_empty() {
         return bad("empty key");
     }
@@ -45,10 +40,7 @@ pub fn validate_key(key: &str) -> Result<(), StorageError> {
         if segment == "." {
             return bad("`.` path segment");
         }
-        if !segment
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
-        {
+        if !segment.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-')) {
             return bad("only A-Z a-z 0-9 . _ ~ - and / are allowed");
         }
     }
@@ -64,23 +56,10 @@ pub fn content_disposition(filename: &str) -> String {
     let cleaned: String = filename
         .trim()
         .chars()
-        .map(|c| {
-            if c.is_control() || matches!(c, '"' | '\\' | '/') {
-                '_'
-            } else {
-                c
-            }
-        })
+        .map(|c| if c.is_control() || matches!(c, '"' | '\\' | '/') { '_' } else { c })
         .collect();
-    let cleaned = if cleaned.is_empty() {
-        "download".to_owned()
-    } else {
-        cleaned
-    };
-    let ascii: String = cleaned
-        .chars()
-        .map(|c| if c.is_ascii() { c } else { '_' })
-        .collect();
+    let cleaned = if cleaned.is_empty() { "download".to_owned() } else { cleaned };
+    let ascii: String = cleaned.chars().map(|c| if c.is_ascii() { c } else { '_' }).collect();
     let mut value = format!("attachment; filename=\"{ascii}\"");
     if !cleaned.is_ascii() {
         value.push_str("; filename*=UTF-8''");
@@ -101,12 +80,7 @@ mod tests {
 
     #[test]
     fn accepts_normal_keys() {
-        for key in [
-            "exports/proj_abc/task_123.csv",
-            "exports/p/t.ndjson.gz",
-            "a",
-            "x/y~z-1_2.csv",
-        ] {
+        for key in ["exports/proj_abc/task_123.csv", "exports/p/t.ndjson.gz", "a", "x/y~z-1_2.csv"] {
             validate_key(key).unwrap_or_else(|e| panic!("{key}: {e}"));
         }
     }
@@ -134,27 +108,15 @@ mod tests {
             &"a".repeat(1025),
         ] {
             let err = validate_key(key).expect_err(key);
-            assert!(
-                matches!(err, StorageError::InvalidKey { .. }),
-                "{key}: {err}"
-            );
+            assert!(matches!(err, StorageError::InvalidKey { .. }), "{key}: {err}");
         }
     }
 
     #[test]
     fn content_disposition_quotes_and_sanitizes() {
-        assert_eq!(
-            content_disposition("users.csv"),
-            "attachment; filename=\"users.csv\""
-        );
-        assert_eq!(
-            content_disposition("a\"b\\c/d\r\n.csv"),
-            "attachment; filename=\"a_b_c_d__.csv\""
-        );
-        assert_eq!(
-            content_disposition("  "),
-            "attachment; filename=\"download\""
-        );
+        assert_eq!(content_disposition("users.csv"), "attachment; filename=\"users.csv\"");
+        assert_eq!(content_disposition("a\"b\\c/d\r\n.csv"), "attachment; filename=\"a_b_c_d__.csv\"");
+        assert_eq!(content_disposition("  "), "attachment; filename=\"download\"");
         assert_eq!(
             content_disposition("usérs 1.csv"),
             "attachment; filename=\"us_rs 1.csv\"; filename*=UTF-8''us%C3%A9rs%201.csv"

@@ -36,11 +36,7 @@ pub struct ObjectMeta {
 #[async_trait::async_trait]
 pub trait ObjectStore: Send + Sync + 'static {
     /// Starts a (multipart) upload to `key`. Nothing is visible at `key` before [`Upload::complete`].
-    async fn start_upload(
-        &self,
-        key: &str,
-        meta: &ObjectMeta,
-    ) -> Result<Box<dyn Upload>, StorageError>;
+    async fn start_upload(&self, key: &str, meta: &ObjectMeta) -> Result<Box<dyn Upload>, StorageError>;
     /// Aborts an unfinished upload by its stored id (sweeper, crash recovery).
     ///
     /// An upload already gone is fine when the store says so with 404 (`NoSuchUpload` on AWS; a
@@ -52,12 +48,7 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Deletes the object at `key`; succeeds if it does not exist.
     async fn delete(&self, key: &str) -> Result<(), StorageError>;
     /// A download URL for `key`, valid for `expires_in` from now, offering `filename`.
-    async fn presign_get(
-        &self,
-        key: &str,
-        filename: &str,
-        expires_in: Duration,
-    ) -> Result<String, StorageError>;
+    async fn presign_get(&self, key: &str, filename: &str, expires_in: Duration) -> Result<String, StorageError>;
     /// A download URL for `key`, valid from `start` for `expires_in`, offering `filename`.
     async fn presign_get_at(
         &self,

@@ -43,11 +43,7 @@ impl LocalFsStore {
     /// signed with `secret` (must not be empty: presigning and [`ObjectStore::check`] refuse it).
     pub fn new(root: PathBuf, public_base_url: String, secret: Vec<u8>) -> Self {
         let public_base_url = public_base_url.trim_end_matches('/').to_owned();
-        Self {
-            root,
-            public_base_url,
-            secret,
-        }
+        Self { root, public_base_url, secret }
     }
 
     /// The root directory.
@@ -57,17 +53,13 @@ impl LocalFsStore {
 
     /// Creates the root directory if it is missing.
     pub async fn ensure_root(&self) -> Result<(), StorageError> {
-        tokio::fs::create_dir_all(&self.root)
-            .await
-            .map_err(StorageError::io("create root directory"))
+        tokio::fs::create_dir_all(&self.root).await.map_err(StorageError::io("create root directory"))
     }
 
     /// The file that holds `key`, after [`validate_key`].
     pub fn path_for(&self, key: &str) -> Result<PathBuf, StorageError> {
         validate_key(key)?;
-        Ok(key
-            .split('/')
-            .fold(self.root.clone(), |path, segment| path.join(segment)))
+        Ok(key.split('/').fold(self.root.clone(), |path, segment| path.join(segment)))
     }
 
     /// Checks a download URL's parameters and returns the file to serve.
@@ -100,17 +92,14 @@ impl LocalFsStore {
     }
 
     fn sign(&self, key: &str, expires: i64, filename: &str) -> Vec<u8> {
-        let mut mac =
-            HmacSha256::new_from_slice(&self.secret).expect("HMAC accepts keys of any length");
+        let mut mac = HmacSha256::new_from_slice(&self.secret).expect("HMAC accepts keys of any length");
         mac.update(format!("{key}\n{expires}\n{filename}").as_bytes());
         mac.finalize().into_bytes().to_vec()
     }
 
     fn require_secret(&self) -> Result<(), StorageError> {
         if self.secret.is_empty() {
-            return Err(StorageError::Config(
-                "the local download signing secret is empty".into(),
-            ));
+            return Err(StorageError::Config("the local download signing secret is empty".into()));
         }
         Ok(())
     }
@@ -118,24 +107,15 @@ impl LocalFsStore {
 
 /// `<file>.partial-<upload_id>` beside the final file.
 fn partial_path(path: &Path, upload_id: &str) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(PARTIAL_MARKER);
     name.push(upload_id);
     path.with_file_name(name)
 }
 
 fn validate_upload_id(upload_id: &str) -> Result<(), StorageError> {
-    if upload_id.is_empty()
-        || upload_id.len() > 64
-        || !upload_id.bytes().all(|b| b.is_ascii_alphanumeric())
-    {
-        return Err(StorageError::InvalidKey {
-            key: upload_id.to_owned(),
-            reason: "invalid local upload id",
-        });
+    if upload_id.is_empty() || upload_id.len() > 64 || !upload_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(StorageError::InvalidKey { key: upload_id.to_owned(), reason: "invalid local upload id" });
     }
     Ok(())
 }
@@ -152,12 +132,8 @@ async fn remove_if_exists(path: &Path, op: &'static str) -> Result<bool, Storage
 async fn sync_dir(dir: &Path) -> Result<(), StorageError> {
     #[cfg(unix)]
     {
-        let dir = tokio::fs::File::open(dir)
-            .await
-            .map_err(StorageError::io("open directory"))?;
-        dir.sync_all()
-            .await
-            .map_err(StorageError::io("sync directory"))?;
+        let dir = tokio::fs::File::open(dir).await.map_err(StorageError::io("open directory"))?;
+        dir.sync_all().await.map_err(StorageError::io("sync directory"))?;
     }
     #[cfg(not(unix))]
     let _ = dir;
@@ -166,16 +142,10 @@ async fn sync_dir(dir: &Path) -> Result<(), StorageError> {
 
 #[async_trait::async_trait]
 impl ObjectStore for LocalFsStore {
-    async fn start_upload(
-        &self,
-        key: &str,
-        _meta: &ObjectMeta,
-    ) -> Result<Box<dyn Upload>, StorageError> {
+    async fn start_upload(&self, key: &str, _meta: &ObjectMeta) -> Result<Box<dyn Upload>, StorageError> {
         let path = self.path_for(key)?;
         if let Some(dir) = path.parent() {
-            tokio::fs::create_dir_all(dir)
-                .await
-                .map_err(StorageError::io("create directory"))?;
+            tokio::fs::create_dir_all(dir).await.map_err(StorageError::io("create directory"))?;
         }
         let upload_id = hex::encode(rand::rng().random::<[u8; 16]>());
         let partial = partial_path(&path, &upload_id);
@@ -186,20 +156,13 @@ impl ObjectStore for LocalFsStore {
             .await
             .map_err(StorageError::io("create partial file"))?;
         debug!(key, upload_id, "started local upload");
-        Ok(Box::new(LocalUpload {
-            file: Some(file),
-            partial,
-            path,
-            upload_id,
-            bytes: 0,
-        }))
+        Ok(Box::new(LocalUpload { file: Some(file), partial, path, upload_id, bytes: 0 }))
     }
 
     async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<(), StorageError> {
         let path = self.path_for(key)?;
         validate_upload_id(upload_id)?;
-        let removed =
-            remove_if_exists(&partial_path(&path, upload_id), "remove partial file").await?;
+        let removed = remove_if_exists(&partial_path(&path, upload_id), "remove partial file").await?;
         debug!(key, upload_id, removed, "aborted local upload by id");
         Ok(())
     }
@@ -210,10 +173,7 @@ impl ObjectStore for LocalFsStore {
             Ok(meta) if meta.is_file() => Ok(Some(meta.len())),
             Ok(_) => Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StorageError::Io {
-                op: "stat file",
-                source: e,
-            }),
+            Err(e) => Err(StorageError::Io { op: "stat file", source: e }),
         }
     }
 
@@ -224,14 +184,8 @@ impl ObjectStore for LocalFsStore {
         Ok(())
     }
 
-    async fn presign_get(
-        &self,
-        key: &str,
-        filename: &str,
-        expires_in: Duration,
-    ) -> Result<String, StorageError> {
-        self.presign_get_at(key, filename, Utc::now(), expires_in)
-            .await
+    async fn presign_get(&self, key: &str, filename: &str, expires_in: Duration) -> Result<String, StorageError> {
+        self.presign_get_at(key, filename, Utc::now(), expires_in).await
     }
 
     async fn presign_get_at(
@@ -249,17 +203,10 @@ impl ObjectStore for LocalFsStore {
                 expires_in.as_secs()
             )));
         }
-        let expires = start
-            .timestamp()
-            .saturating_add(expires_in.as_secs() as i64);
+        let expires = start.timestamp().saturating_add(expires_in.as_secs() as i64);
         let sig = hex::encode(self.sign(key, expires, filename));
         let mut url = url::Url::parse(&format!("{}/downloads/{key}", self.public_base_url))
-            .map_err(|e| {
-                StorageError::Config(format!(
-                    "invalid public base URL `{}`: {e}",
-                    self.public_base_url
-                ))
-            })?;
+            .map_err(|e| StorageError::Config(format!("invalid public base URL `{}`: {e}", self.public_base_url)))?;
         url.query_pairs_mut()
             .append_pair("expires", &expires.to_string())
             .append_pair("filename", filename)
@@ -270,28 +217,16 @@ impl ObjectStore for LocalFsStore {
 
     async fn check(&self) -> Result<(), StorageError> {
         self.require_secret()?;
-        let meta = tokio::fs::metadata(&self.root)
-            .await
-            .map_err(StorageError::io("stat root directory"))?;
+        let meta = tokio::fs::metadata(&self.root).await.map_err(StorageError::io("stat root directory"))?;
         if !meta.is_dir() {
             return Err(StorageError::Io {
                 op: "stat root directory",
-                source: std::io::Error::new(
-                    std::io::ErrorKind::NotADirectory,
-                    "the storage root is not a directory",
-                ),
+                source: std::io::Error::new(std::io::ErrorKind::NotADirectory, "the storage root is not a directory"),
             });
         }
-        let probe = self.root.join(format!(
-            ".userexport-check-{}",
-            hex::encode(rand::rng().random::<[u8; 8]>())
-        ));
-        tokio::fs::write(&probe, b"ok")
-            .await
-            .map_err(StorageError::io("write probe file"))?;
-        tokio::fs::remove_file(&probe)
-            .await
-            .map_err(StorageError::io("remove probe file"))?;
+        let probe = self.root.join(format!(".userexport-check-{}", hex::encode(rand::rng().random::<[u8; 8]>())));
+        tokio::fs::write(&probe, b"ok").await.map_err(StorageError::io("write probe file"))?;
+        tokio::fs::remove_file(&probe).await.map_err(StorageError::io("remove probe file"))?;
         Ok(())
     }
 
@@ -316,16 +251,10 @@ impl LocalUpload {
             op: "complete upload",
             source: std::io::Error::other("the upload is already finished"),
         })?;
-        file.flush()
-            .await
-            .map_err(StorageError::io("flush partial file"))?;
-        file.sync_all()
-            .await
-            .map_err(StorageError::io("sync partial file"))?;
+        file.flush().await.map_err(StorageError::io("flush partial file"))?;
+        file.sync_all().await.map_err(StorageError::io("sync partial file"))?;
         drop(file);
-        tokio::fs::rename(&self.partial, &self.path)
-            .await
-            .map_err(StorageError::io("rename partial file"))?;
+        tokio::fs::rename(&self.partial, &self.path).await.map_err(StorageError::io("rename partial file"))?;
         if let Some(dir) = self.path.parent() {
             sync_dir(dir).await?;
         }
@@ -344,9 +273,7 @@ impl Upload for LocalUpload {
             op: "write part",
             source: std::io::Error::other("the upload is already finished"),
         })?;
-        file.write_all(&data)
-            .await
-            .map_err(StorageError::io("write part"))?;
+        file.write_all(&data).await.map_err(StorageError::io("write part"))?;
         self.bytes += data.len() as u64;
         Ok(())
     }

@@ -7,24 +7,18 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
-    BehaviorVersion, Builder, Credentials, Region, RequestChecksumCalculation,
-    ResponseChecksumValidation,
+    BehaviorVersion, Builder, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{
-    BucketLocationConstraint, CompletedMultipartUpload, CompletedPart, CreateBucketConfiguration,
-};
+use aws_sdk_s3::types::{BucketLocationConstraint, CompletedMultipartUpload, CompletedPart, CreateBucketConfiguration};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use rand::Rng;
 use tracing::{debug, warn};
 
-use crate::{
-    MAX_PRESIGN_EXPIRY, ObjectMeta, ObjectStore, StorageError, Upload, content_disposition,
-    validate_key,
-};
+use crate::{MAX_PRESIGN_EXPIRY, ObjectMeta, ObjectStore, StorageError, Upload, content_disposition, validate_key};
 
 /// Retries after a transient error, per request.
 const MAX_RETRIES: u32 = 3;
@@ -74,9 +68,7 @@ pub struct S3Store {
 
 impl std::fmt::Debug for S3Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("S3Store")
-            .field("bucket", &self.bucket)
-            .finish_non_exhaustive()
+        f.debug_struct("S3Store").field("bucket", &self.bucket).finish_non_exhaustive()
     }
 }
 
@@ -108,10 +100,7 @@ impl S3Store {
         if let Some(endpoint) = &cfg.endpoint {
             builder = builder.endpoint_url(endpoint.clone());
         }
-        Self {
-            client: Client::from_conf(builder.build()),
-            bucket: cfg.bucket.clone(),
-        }
+        Self { client: Client::from_conf(builder.build()), bucket: cfg.bucket.clone() }
     }
 
     /// The bucket name.
@@ -121,23 +110,14 @@ impl S3Store {
 
     /// Creates the bucket; an existing bucket (already owned by us, or already existing) is fine.
     pub async fn ensure_bucket(&self) -> Result<(), StorageError> {
-        let region = self
-            .client
-            .config()
-            .region()
-            .map(|r| r.as_ref().to_owned())
-            .unwrap_or_default();
+        let region = self.client.config().region().map(|r| r.as_ref().to_owned()).unwrap_or_default();
         let location = (!region.is_empty() && region != "us-east-1").then(|| {
             CreateBucketConfiguration::builder()
                 .location_constraint(BucketLocationConstraint::from(region.as_str()))
                 .build()
         });
         let result = send_with_retry("create_bucket", || {
-            self.client
-                .create_bucket()
-                .bucket(&self.bucket)
-                .set_create_bucket_configuration(location.clone())
-                .send()
+            self.client.create_bucket().bucket(&self.bucket).set_create_bucket_configuration(location.clone()).send()
         })
         .await;
         match result {
@@ -145,12 +125,7 @@ impl S3Store {
                 debug!(bucket = %self.bucket, "created bucket");
                 Ok(())
             }
-            Err(err)
-                if matches!(
-                    err.code(),
-                    Some("BucketAlreadyOwnedByYou" | "BucketAlreadyExists")
-                ) =>
-            {
+            Err(err) if matches!(err.code(), Some("BucketAlreadyOwnedByYou" | "BucketAlreadyExists")) => {
                 debug!(bucket = %self.bucket, "bucket already exists");
                 Ok(())
             }
@@ -176,9 +151,7 @@ impl S3Store {
         if let Some(start) = start {
             cfg = cfg.start_time(start);
         }
-        let cfg = cfg
-            .build()
-            .map_err(|e| StorageError::Config(format!("presigning: {e}")))?;
+        let cfg = cfg.build().map_err(|e| StorageError::Config(format!("presigning: {e}")))?;
         let req = self
             .client
             .get_object()
@@ -195,11 +168,7 @@ impl S3Store {
 
 #[async_trait::async_trait]
 impl ObjectStore for S3Store {
-    async fn start_upload(
-        &self,
-        key: &str,
-        meta: &ObjectMeta,
-    ) -> Result<Box<dyn Upload>, StorageError> {
+    async fn start_upload(&self, key: &str, meta: &ObjectMeta) -> Result<Box<dyn Upload>, StorageError> {
         validate_key(key)?;
         let disposition = content_disposition(&meta.filename);
         let out = send_with_retry("create_multipart_upload", || {
@@ -240,15 +209,7 @@ impl ObjectStore for S3Store {
 
     async fn head(&self, key: &str) -> Result<Option<u64>, StorageError> {
         validate_key(key)?;
-        match send_with_retry("head_object", || {
-            self.client
-                .head_object()
-                .bucket(&self.bucket)
-                .key(key)
-                .send()
-        })
-        .await
-        {
+        match send_with_retry("head_object", || self.client.head_object().bucket(&self.bucket).key(key).send()).await {
             Ok(out) => {
                 let size = out.content_length().unwrap_or(0).max(0) as u64;
                 debug!(bucket = %self.bucket, key, size, "head object");
@@ -264,14 +225,8 @@ impl ObjectStore for S3Store {
 
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
         validate_key(key)?;
-        match send_with_retry("delete_object", || {
-            self.client
-                .delete_object()
-                .bucket(&self.bucket)
-                .key(key)
-                .send()
-        })
-        .await
+        match send_with_retry("delete_object", || self.client.delete_object().bucket(&self.bucket).key(key).send())
+            .await
         {
             Ok(_) => {
                 debug!(bucket = %self.bucket, key, "deleted object");
@@ -282,12 +237,7 @@ impl ObjectStore for S3Store {
         }
     }
 
-    async fn presign_get(
-        &self,
-        key: &str,
-        filename: &str,
-        expires_in: Duration,
-    ) -> Result<String, StorageError> {
+    async fn presign_get(&self, key: &str, filename: &str, expires_in: Duration) -> Result<String, StorageError> {
         self.presign(key, filename, None, expires_in).await
     }
 
@@ -298,16 +248,13 @@ impl ObjectStore for S3Store {
         start: DateTime<Utc>,
         expires_in: Duration,
     ) -> Result<String, StorageError> {
-        self.presign(key, filename, Some(SystemTime::from(start)), expires_in)
-            .await
+        self.presign(key, filename, Some(SystemTime::from(start)), expires_in).await
     }
 
     async fn check(&self) -> Result<(), StorageError> {
-        send_with_retry("head_bucket", || {
-            self.client.head_bucket().bucket(&self.bucket).send()
-        })
-        .await
-        .map_err(|e| classify("head_bucket", &e))?;
+        send_with_retry("head_bucket", || self.client.head_bucket().bucket(&self.bucket).send())
+            .await
+            .map_err(|e| classify("head_bucket", &e))?;
         Ok(())
     }
 
@@ -350,16 +297,10 @@ impl S3Upload {
         })
         .await
         .map_err(|e| classify("upload_part", &e))?;
-        let e_tag = out.e_tag().ok_or(StorageError::Permanent {
-            op: "upload_part",
-            message: "no ETag in the response".into(),
-        })?;
-        self.parts.push(
-            CompletedPart::builder()
-                .part_number(part_number)
-                .e_tag(e_tag)
-                .build(),
-        );
+        let e_tag = out
+            .e_tag()
+            .ok_or(StorageError::Permanent { op: "upload_part", message: "no ETag in the response".into() })?;
+        self.parts.push(CompletedPart::builder().part_number(part_number).e_tag(e_tag).build());
         self.bytes += len;
         debug!(bucket = %self.bucket, key = %self.key, upload_id = %self.upload_id, part_number, len, "uploaded part");
         Ok(())
@@ -370,9 +311,7 @@ impl S3Upload {
             // S3 needs at least one part; a single empty (last) part yields an empty object.
             self.upload_part(Bytes::new()).await?;
         }
-        let completed = CompletedMultipartUpload::builder()
-            .set_parts(Some(self.parts.clone()))
-            .build();
+        let completed = CompletedMultipartUpload::builder().set_parts(Some(self.parts.clone())).build();
         send_with_retry("complete_multipart_upload", || {
             self.client
                 .complete_multipart_upload()
@@ -407,9 +346,7 @@ impl Upload for S3Upload {
             }
             Err(err) => {
                 // The caller cannot retry a consumed upload: release the parts now.
-                if let Err(abort_err) =
-                    abort_multipart(&self.client, &self.bucket, &self.key, &self.upload_id).await
-                {
+                if let Err(abort_err) = abort_multipart(&self.client, &self.bucket, &self.key, &self.upload_id).await {
                     debug!(key = %self.key, upload_id = %self.upload_id, error = %abort_err, "abort after failed complete failed");
                 }
                 Err(err)
@@ -432,19 +369,9 @@ impl Drop for S3Upload {
     }
 }
 
-async fn abort_multipart(
-    client: &Client,
-    bucket: &str,
-    key: &str,
-    upload_id: &str,
-) -> Result<(), StorageError> {
+async fn abort_multipart(client: &Client, bucket: &str, key: &str, upload_id: &str) -> Result<(), StorageError> {
     let result = send_with_retry("abort_multipart_upload", || {
-        client
-            .abort_multipart_upload()
-            .bucket(bucket)
-            .key(key)
-            .upload_id(upload_id)
-            .send()
+        client.abort_multipart_upload().bucket(bucket).key(key).upload_id(upload_id).send()
     })
     .await;
     match result {
@@ -486,9 +413,7 @@ where
 
 /// Exponential backoff with "equal jitter": a random delay in `[d/2, d]`, `d = BASE · 2^attempt`.
 fn backoff(attempt: u32) -> Duration {
-    let full = BASE_DELAY
-        .saturating_mul(1 << attempt.min(16))
-        .min(MAX_DELAY);
+    let full = BASE_DELAY.saturating_mul(1 << attempt.min(16)).min(MAX_DELAY);
     let half = full / 2;
     half + half.mul_f64(rand::rng().random::<f64>())
 }
@@ -519,9 +444,7 @@ where
 {
     match err {
         SdkError::ServiceError(_) => {
-            let status = http_status(err)
-                .map(|s| s.to_string())
-                .unwrap_or_else(|| "?".into());
+            let status = http_status(err).map(|s| s.to_string()).unwrap_or_else(|| "?".into());
             match (err.code(), err.message()) {
                 (Some(code), Some(message)) => format!("{code} (HTTP {status}): {message}"),
                 (Some(code), None) => format!("{code} (HTTP {status})"),
@@ -561,9 +484,7 @@ mod tests {
     #[test]
     fn backoff_grows_with_jitter_and_is_capped() {
         for attempt in 0..20 {
-            let full = BASE_DELAY
-                .saturating_mul(1 << attempt.min(16))
-                .min(MAX_DELAY);
+            let full = BASE_DELAY.saturating_mul(1 << attempt.min(16)).min(MAX_DELAY);
             let d = backoff(attempt);
             assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?}");
         }
@@ -600,10 +521,7 @@ mod tests {
         });
         let err = store.check().await.expect_err("nothing listens");
         assert!(err.is_transient(), "{err}");
-        assert_eq!(
-            userexport_domain::ErrorCode::error_code(&err),
-            userexport_domain::Code::ServiceUnavailable
-        );
+        assert_eq!(userexport_domain::ErrorCode::error_code(&err), userexport_domain::Code::ServiceUnavailable);
     }
 
     #[tokio::test]
@@ -616,28 +534,14 @@ mod tests {
             secret_access_key: "s3cr3t".into(),
             force_path_style: true,
         });
-        let url = store
-            .presign_get("exports/p/t.csv", "users.csv", Duration::from_secs(3600))
-            .await
-            .unwrap();
-        assert!(
-            url.starts_with("http://127.0.0.1:9/bkt/exports/p/t.csv?"),
-            "{url}"
-        );
+        let url = store.presign_get("exports/p/t.csv", "users.csv", Duration::from_secs(3600)).await.unwrap();
+        assert!(url.starts_with("http://127.0.0.1:9/bkt/exports/p/t.csv?"), "{url}");
         assert!(url.contains("X-Amz-Expires=3600"));
         assert!(url.contains("response-content-disposition=attachment"));
         assert!(!url.contains("s3cr3t"));
-        let err = store
-            .presign_get(
-                "exports/p/t.csv",
-                "u.csv",
-                MAX_PRESIGN_EXPIRY + Duration::from_secs(1),
-            )
-            .await;
+        let err = store.presign_get("exports/p/t.csv", "u.csv", MAX_PRESIGN_EXPIRY + Duration::from_secs(1)).await;
         assert!(matches!(err, Err(StorageError::Config(_))));
-        let err = store
-            .presign_get("../x", "u.csv", Duration::from_secs(60))
-            .await;
+        let err = store.presign_get("../x", "u.csv", Duration::from_secs(60)).await;
         assert!(matches!(err, Err(StorageError::InvalidKey { .. })));
     }
 }

@@ -11,9 +11,7 @@ use chrono::{TimeDelta, Utc};
 use rand::{Rng, RngCore};
 use sha2::{Digest, Sha256};
 use userexport_domain::{Code, ErrorCode};
-use userexport_storage::{
-    ObjectMeta, ObjectStore, S3Config, S3Store, StorageError, content_disposition,
-};
+use userexport_storage::{ObjectMeta, ObjectStore, S3Config, S3Store, StorageError, content_disposition};
 
 const MIB: usize = 1024 * 1024;
 
@@ -53,10 +51,7 @@ async fn s3_env() -> Option<S3Env> {
         }
         println!("skipping: S3 test server unavailable: {why}");
     };
-    let Some(endpoint) = std::env::var("USEREXPORT_TEST_S3_ENDPOINT")
-        .ok()
-        .filter(|e| !e.is_empty())
-    else {
+    let Some(endpoint) = std::env::var("USEREXPORT_TEST_S3_ENDPOINT").ok().filter(|e| !e.is_empty()) else {
         unavailable("USEREXPORT_TEST_S3_ENDPOINT is not set".into());
         return None;
     };
@@ -67,20 +62,14 @@ async fn s3_env() -> Option<S3Env> {
             return None;
         }
     };
-    match tokio::time::timeout(
-        Duration::from_secs(3),
-        tokio::net::TcpStream::connect(&addrs[..]),
-    )
-    .await
-    {
+    match tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(&addrs[..])).await {
         Ok(Ok(_)) => {}
         other => {
             unavailable(format!("cannot connect to `{endpoint}`: {other:?}"));
             return None;
         }
     }
-    let var =
-        |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
+    let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
     Some(S3Env {
         endpoint: endpoint.trim_end_matches('/').to_owned(),
         access_key_id: var("USEREXPORT_TEST_S3_ACCESS_KEY_ID", "testkey"),
@@ -89,10 +78,7 @@ async fn s3_env() -> Option<S3Env> {
 }
 
 fn csv_meta(filename: &str) -> ObjectMeta {
-    ObjectMeta {
-        content_type: "text/csv".into(),
-        filename: filename.into(),
-    }
+    ObjectMeta { content_type: "text/csv".into(), filename: filename.into() }
 }
 
 fn random_bytes(len: usize) -> Vec<u8> {
@@ -106,13 +92,7 @@ fn with_param(url: &str, name: &str, value: &str) -> String {
     let mut parsed = url::Url::parse(url).unwrap();
     let pairs: Vec<(String, String)> = parsed
         .query_pairs()
-        .map(|(k, v)| {
-            if k == name {
-                (k.into_owned(), value.to_owned())
-            } else {
-                (k.into_owned(), v.into_owned())
-            }
-        })
+        .map(|(k, v)| if k == name { (k.into_owned(), value.to_owned()) } else { (k.into_owned(), v.into_owned()) })
         .collect();
     assert!(pairs.iter().any(|(k, _)| k == name), "{name} is in the URL");
     parsed.query_pairs_mut().clear().extend_pairs(pairs);
@@ -120,12 +100,7 @@ fn with_param(url: &str, name: &str, value: &str) -> String {
 }
 
 fn param(url: &str, name: &str) -> String {
-    url::Url::parse(url)
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-        .unwrap()
+    url::Url::parse(url).unwrap().query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned()).unwrap()
 }
 
 async fn get_status(url: &str) -> u16 {
@@ -159,33 +134,18 @@ async fn multipart_upload_presign_and_tampering() {
     assert!(!upload_id.is_empty());
     up.put_part(Bytes::from(first.clone())).await.unwrap();
     up.put_part(Bytes::from(last.clone())).await.unwrap();
-    assert_eq!(
-        store.head(key).await.unwrap(),
-        None,
-        "nothing visible before complete"
-    );
+    assert_eq!(store.head(key).await.unwrap(), None, "nothing visible before complete");
     let total = up.complete().await.unwrap();
     assert_eq!(total, (first.len() + last.len()) as u64);
     assert_eq!(store.head(key).await.unwrap(), Some(total));
-    let expected_hash = Sha256::new()
-        .chain_update(&first)
-        .chain_update(&last)
-        .finalize();
+    let expected_hash = Sha256::new().chain_update(&first).chain_update(&last).finalize();
 
     // 5. A 24 h presigned GET: 200, full body, requested Content-Disposition.
-    let url = store
-        .presign_get(key, filename, Duration::from_secs(24 * 3600))
-        .await
-        .unwrap();
+    let url = store.presign_get(key, filename, Duration::from_secs(24 * 3600)).await.unwrap();
     assert_eq!(param(&url, "X-Amz-Expires"), "86400");
     let resp = reqwest::get(&url).await.unwrap();
     assert_eq!(resp.status().as_u16(), 200);
-    let disposition = resp
-        .headers()
-        .get("content-disposition")
-        .expect("Content-Disposition")
-        .to_str()
-        .unwrap();
+    let disposition = resp.headers().get("content-disposition").expect("Content-Disposition").to_str().unwrap();
     assert_eq!(disposition, content_disposition(filename));
     assert_eq!(disposition, "attachment; filename=\"users _2024_.csv\"");
     let body = resp.bytes().await.unwrap();
@@ -196,49 +156,21 @@ async fn multipart_upload_presign_and_tampering() {
     let sig = param(&url, "X-Amz-Signature");
     let mut flipped = sig.into_bytes();
     flipped[0] = if flipped[0] == b'a' { b'b' } else { b'a' };
-    assert_eq!(
-        get_status(&with_param(
-            &url,
-            "X-Amz-Signature",
-            std::str::from_utf8(&flipped).unwrap()
-        ))
-        .await,
-        403
-    );
+    assert_eq!(get_status(&with_param(&url, "X-Amz-Signature", std::str::from_utf8(&flipped).unwrap())).await, 403);
     let other_key = "exports/proj_test/other.csv";
     upload(&store, other_key, &[b"other object"]).await;
-    assert_eq!(
-        get_status(&url.replacen(key, other_key, 1)).await,
-        403,
-        "path switched to another object"
-    );
-    assert_eq!(
-        get_status(&with_param(&url, "X-Amz-Expires", "604800")).await,
-        403
-    );
+    assert_eq!(get_status(&url.replacen(key, other_key, 1)).await, 403, "path switched to another object");
+    assert_eq!(get_status(&with_param(&url, "X-Amz-Expires", "604800")).await, 403);
 
     // 7. Signed two hours ago for one hour → expired; a fresh URL works.
-    let stale = store
-        .presign_get_at(
-            key,
-            filename,
-            Utc::now() - TimeDelta::hours(2),
-            Duration::from_secs(3600),
-        )
-        .await
-        .unwrap();
+    let stale =
+        store.presign_get_at(key, filename, Utc::now() - TimeDelta::hours(2), Duration::from_secs(3600)).await.unwrap();
     assert_eq!(get_status(&stale).await, 403);
-    let fresh = store
-        .presign_get_at(key, filename, Utc::now(), Duration::from_secs(3600))
-        .await
-        .unwrap();
+    let fresh = store.presign_get_at(key, filename, Utc::now(), Duration::from_secs(3600)).await.unwrap();
     assert_eq!(get_status(&fresh).await, 200);
 
     // 9. An unsigned GET → 403.
-    assert_eq!(
-        get_status(&format!("{}/{}/{key}", env.endpoint, store.bucket())).await,
-        403
-    );
+    assert_eq!(get_status(&format!("{}/{}/{key}", env.endpoint, store.bucket())).await, 403);
 
     // Delete, twice.
     store.delete(key).await.unwrap();
@@ -253,10 +185,7 @@ async fn non_last_part_too_small_fails_at_complete() {
     let store = env.fresh_store().await;
     // 3. Two 4-byte parts: the first is under 5 MiB.
     let key = "exports/p/small.csv";
-    let mut up = store
-        .start_upload(key, &csv_meta("small.csv"))
-        .await
-        .unwrap();
+    let mut up = store.start_upload(key, &csv_meta("small.csv")).await.unwrap();
     up.put_part(Bytes::from_static(b"abcd")).await.unwrap();
     up.put_part(Bytes::from_static(b"efgh")).await.unwrap();
     let err = up.complete().await.expect_err("EntityTooSmall");
@@ -273,13 +202,8 @@ async fn aborted_upload_cannot_complete() {
     let store = env.fresh_store().await;
     // 4. Upload a part, abort (by stored id, as the sweeper does), complete → error.
     let key = "exports/p/aborted.csv";
-    let mut up = store
-        .start_upload(key, &csv_meta("aborted.csv"))
-        .await
-        .unwrap();
-    up.put_part(Bytes::from_static(b"some rows\n"))
-        .await
-        .unwrap();
+    let mut up = store.start_upload(key, &csv_meta("aborted.csv")).await.unwrap();
+    up.put_part(Bytes::from_static(b"some rows\n")).await.unwrap();
     let id = up.upload_id().unwrap().to_owned();
     store.abort_upload(key, &id).await.unwrap();
     let err = up.complete().await.expect_err("the upload was aborted");
@@ -287,13 +211,8 @@ async fn aborted_upload_cannot_complete() {
     assert_eq!(store.head(key).await.unwrap(), None);
 
     // Upload::abort discards the parts.
-    let mut up = store
-        .start_upload(key, &csv_meta("aborted.csv"))
-        .await
-        .unwrap();
-    up.put_part(Bytes::from_static(b"more rows\n"))
-        .await
-        .unwrap();
+    let mut up = store.start_upload(key, &csv_meta("aborted.csv")).await.unwrap();
+    up.put_part(Bytes::from_static(b"more rows\n")).await.unwrap();
     up.abort().await.unwrap();
     assert_eq!(store.head(key).await.unwrap(), None);
 }
@@ -313,17 +232,9 @@ async fn wrong_secret_is_rejected() {
     assert!(err.to_string().contains("403"), "{err}");
     assert!(!err.to_string().contains(&cfg.secret_access_key));
     assert!(wrong.check().await.is_err());
-    let url = wrong
-        .presign_get(key, "t.csv", Duration::from_secs(60))
-        .await
-        .unwrap();
+    let url = wrong.presign_get(key, "t.csv", Duration::from_secs(60)).await.unwrap();
     assert_eq!(get_status(&url).await, 403);
-    assert!(
-        wrong
-            .start_upload("exports/p/u.csv", &csv_meta("u.csv"))
-            .await
-            .is_err()
-    );
+    assert!(wrong.start_upload("exports/p/u.csv", &csv_meta("u.csv")).await.is_err());
 }
 
 #[tokio::test]
@@ -331,16 +242,10 @@ async fn zero_part_upload_is_an_empty_object() {
     let Some(env) = s3_env().await else { return };
     let store = env.fresh_store().await;
     let key = "exports/p/empty.csv";
-    let up = store
-        .start_upload(key, &csv_meta("empty.csv"))
-        .await
-        .unwrap();
+    let up = store.start_upload(key, &csv_meta("empty.csv")).await.unwrap();
     assert_eq!(up.complete().await.unwrap(), 0);
     assert_eq!(store.head(key).await.unwrap(), Some(0));
-    let url = store
-        .presign_get(key, "empty.csv", Duration::from_secs(600))
-        .await
-        .unwrap();
+    let url = store.presign_get(key, "empty.csv", Duration::from_secs(600)).await.unwrap();
     let resp = reqwest::get(&url).await.unwrap();
     assert_eq!(resp.status().as_u16(), 200);
     assert!(resp.bytes().await.unwrap().is_empty());
@@ -349,10 +254,7 @@ async fn zero_part_upload_is_an_empty_object() {
 #[tokio::test]
 async fn missing_bucket_fails_check() {
     let Some(env) = s3_env().await else { return };
-    let store = S3Store::new(&env.config(&format!(
-        "ue-missing-{}",
-        hex::encode(rand::rng().random::<[u8; 6]>())
-    )));
+    let store = S3Store::new(&env.config(&format!("ue-missing-{}", hex::encode(rand::rng().random::<[u8; 6]>()))));
     let err = store.check().await.expect_err("no such bucket");
     assert!(!err.is_transient(), "{err}");
     assert_eq!(err.error_code(), Code::ExportFailed);

@@ -3,9 +3,7 @@
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use userexport_domain::{
-    ErrorObject, ExportTask, JobAlias, Project, ProjectId, SigningKeyId, TaskId, User, UserId,
-};
+use userexport_domain::{ErrorObject, ExportTask, JobAlias, Project, ProjectId, SigningKeyId, TaskId, User, UserId};
 
 use crate::entity::{export_tasks, projects, users};
 use crate::error::StoreError;

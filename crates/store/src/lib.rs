@@ -91,10 +91,7 @@ impl Store {
             return Err(StoreError::UnsupportedUrl);
         };
         let mut opt = ConnectOptions::new(url);
-        opt.max_connections(max_connections.max(1))
-            .acquire_timeout(WAIT)
-            .connect_timeout(WAIT)
-            .sqlx_logging(false);
+        opt.max_connections(max_connections.max(1)).acquire_timeout(WAIT).connect_timeout(WAIT).sqlx_logging(false);
         if backend == Backend::Sqlite {
             opt.map_sqlx_sqlite_opts(|o| {
                 o.journal_mode(SqliteJournalMode::Wal).synchronous(SqliteSynchronous::Normal).busy_timeout(WAIT)

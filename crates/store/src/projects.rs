@@ -108,7 +108,10 @@ impl Store {
     }
 
     /// The project's signing keys as `(kid, public JWK)`, oldest first.
-    pub async fn signing_keys(&self, project: &ProjectId) -> Result<Vec<(SigningKeyId, serde_json::Value)>, StoreError> {
+    pub async fn signing_keys(
+        &self,
+        project: &ProjectId,
+    ) -> Result<Vec<(SigningKeyId, serde_json::Value)>, StoreError> {
         signing_keys::Entity::find()
             .filter(signing_keys::Column::ProjectId.eq(project.as_str()))
             .order_by_asc(signing_keys::Column::CreatedAt)
@@ -116,12 +119,18 @@ impl Store {
             .all(&self.db)
             .await?
             .into_iter()
-            .map(|m| Ok((convert::signing_key_id(&m.kid)?, convert::from_json("signing_keys.public_jwk", &m.public_jwk)?)))
+            .map(|m| {
+                Ok((convert::signing_key_id(&m.kid)?, convert::from_json("signing_keys.public_jwk", &m.public_jwk)?))
+            })
             .collect()
     }
 }
 
-async fn insert_key_hash<C: sea_orm::ConnectionTrait>(db: &C, project: &ProjectId, key: &str) -> Result<(), StoreError> {
+async fn insert_key_hash<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    project: &ProjectId,
+    key: &str,
+) -> Result<(), StoreError> {
     let row = management_keys::ActiveModel {
         id: ActiveValue::NotSet,
         project_id: ActiveValue::Set(project.as_str().to_owned()),

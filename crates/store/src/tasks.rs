@@ -138,9 +138,10 @@ impl Store {
         for round in 0..2 {
             let txn = self.begin_write().await?;
             if let Some((key, hash)) = idempotency
-                && let Some(seen) = idempotency_keys::Entity::find_by_id((task.project_id.as_str().to_owned(), key.to_owned()))
-                    .one(&txn)
-                    .await?
+                && let Some(seen) =
+                    idempotency_keys::Entity::find_by_id((task.project_id.as_str().to_owned(), key.to_owned()))
+                        .one(&txn)
+                        .await?
             {
                 txn.rollback().await?;
                 if seen.request_hash != hash {
@@ -193,7 +194,11 @@ impl Store {
     }
 
     /// The task with this Auth0-style alias in this project.
-    pub async fn get_task_by_alias(&self, project: &ProjectId, alias: &JobAlias) -> Result<Option<ExportTask>, StoreError> {
+    pub async fn get_task_by_alias(
+        &self,
+        project: &ProjectId,
+        alias: &JobAlias,
+    ) -> Result<Option<ExportTask>, StoreError> {
         export_tasks::Entity::find()
             .filter(Column::ProjectId.eq(project.as_str()))
             .filter(Column::JobAlias.eq(alias.as_str()))
@@ -240,13 +245,7 @@ impl Store {
         if let Some(t) = q.created_to {
             find = find.filter(Column::CreatedAt.lte(self.bound(t, false)));
         }
-        find.order_by_desc(Column::Seq)
-            .limit(q.limit)
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .map(convert::task)
-            .collect()
+        find.order_by_desc(Column::Seq).limit(q.limit).all(&self.db).await?.into_iter().map(convert::task).collect()
     }
 
     /// Compare-and-set claim: a `pending` task, or a `processing` one whose lease has lapsed, becomes
@@ -358,9 +357,9 @@ impl Store {
         let now = Utc::now();
         let cond = match worker {
             Some(w) => owned_by(id, w),
-            None => Condition::all().add(Column::Id.eq(id.as_str())).add(
-                Column::Status.is_in([TaskStatus::Pending.as_str(), TaskStatus::Processing.as_str()]),
-            ),
+            None => Condition::all()
+                .add(Column::Id.eq(id.as_str()))
+                .add(Column::Status.is_in([TaskStatus::Pending.as_str(), TaskStatus::Processing.as_str()])),
         };
         let sets = vec![
             (Column::Status, status(TaskStatus::Failed)),
@@ -397,11 +396,16 @@ impl Store {
             .add(Column::Status.is_in([TaskStatus::Pending.as_str(), TaskStatus::Processing.as_str()]));
         // One statement, so a task changing state concurrently is handled by whichever state it is in.
         let sets = vec![
-            (Column::Status, Expr::case(pending(), status(TaskStatus::Cancelled)).finally(Expr::col(Column::Status)).into()),
+            (
+                Column::Status,
+                Expr::case(pending(), status(TaskStatus::Cancelled)).finally(Expr::col(Column::Status)).into(),
+            ),
             (Column::FinishedAt, Expr::case(pending(), Expr::value(now)).finally(Expr::col(Column::FinishedAt)).into()),
             (
                 Column::ExpiresAt,
-                Expr::case(pending(), Expr::value(plus(now, self.retention))).finally(Expr::col(Column::ExpiresAt)).into(),
+                Expr::case(pending(), Expr::value(plus(now, self.retention)))
+                    .finally(Expr::col(Column::ExpiresAt))
+                    .into(),
             ),
             (Column::CancelRequested, Expr::value(true)),
             (Column::UpdatedAt, Expr::value(now)),

@@ -36,9 +36,7 @@ const IN_CHUNK: usize = 1_000;
 /// The ASCII-only lowercase of `email`, written exactly as the `idx_users_project_email` index.
 fn email_folded(backend: Backend) -> Expr {
     match backend {
-        Backend::Postgres => {
-            Expr::cust("translate(email, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')")
-        }
+        Backend::Postgres => Expr::cust("translate(email, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')"),
         Backend::Sqlite => Expr::cust("lower(email)"),
     }
 }
@@ -132,7 +130,8 @@ pub(crate) async fn scan_page<C: ConnectionTrait>(
     let mut scanned = 0u64;
     loop {
         let want = limit - out.len() as u64;
-        let batch = if exact { Ord::min(want, MAX_EXACT_BATCH) } else { Ord::clamp(want, MIN_SCAN_BATCH, MAX_SCAN_BATCH) };
+        let batch =
+            if exact { Ord::min(want, MAX_EXACT_BATCH) } else { Ord::clamp(want, MIN_SCAN_BATCH, MAX_SCAN_BATCH) };
         let rows = fetch(c, &cond, cursor, batch).await?;
         let n = rows.len() as u64;
         for row in rows {
@@ -167,7 +166,9 @@ impl Store {
         }
         check_batch_unique(users)?;
         let result = match self.backend {
-            Backend::Postgres => crate::pg_copy::insert_users(self.db.get_postgres_connection_pool(), project, users).await,
+            Backend::Postgres => {
+                crate::pg_copy::insert_users(self.db.get_postgres_connection_pool(), project, users).await
+            }
             Backend::Sqlite => self.insert_users_sqlite(project, users).await,
         };
         match result {

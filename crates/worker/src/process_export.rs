@@ -79,7 +79,8 @@ struct LeaseKeeper<'a> {
 impl ProgressObserver for LeaseKeeper<'_> {
     async fn on_progress(&mut self, p: PipelineProgress) -> Result<Control, WorkerError> {
         let progress = Progress { rows_written: p.rows, bytes_written: p.bytes, rows_total: self.rows_total };
-        let hb = self.worker.store.heartbeat(self.task_id, &self.worker.name, self.worker.settings.lease, progress).await?;
+        let hb =
+            self.worker.store.heartbeat(self.task_id, &self.worker.name, self.worker.settings.lease, progress).await?;
         Ok(if !hb.still_owner {
             Control::LostLease
         } else if hb.cancel_requested {
@@ -159,7 +160,8 @@ impl ExportWorker {
         }
         let mut keeper = LeaseKeeper { worker: self, task_id, rows_total: Some(rows_total) };
         let outcome =
-            run_pipeline(&self.store, &task.project_id, &task.spec, upload, &self.settings.pipeline, &mut keeper).await?;
+            run_pipeline(&self.store, &task.project_id, &task.spec, upload, &self.settings.pipeline, &mut keeper)
+                .await?;
         let (progress, upload) = match outcome {
             PipelineOutcome::Finished { progress, upload } => (progress, upload),
             PipelineOutcome::Stopped { control, upload } => {
@@ -199,7 +201,12 @@ impl ExportWorker {
         metrics::counter!("userexport_rows_exported_total").increment(progress.rows);
         metrics::counter!("userexport_bytes_exported_total").increment(progress.bytes);
         metrics::histogram!("userexport_export_duration_seconds").record(started.elapsed().as_secs_f64());
-        tracing::info!(rows = progress.rows, bytes = progress.bytes, secs = started.elapsed().as_secs_f64(), "export completed");
+        tracing::info!(
+            rows = progress.rows,
+            bytes = progress.bytes,
+            secs = started.elapsed().as_secs_f64(),
+            "export completed"
+        );
         Ok(JobOutcome::Done)
     }
 }

@@ -206,7 +206,8 @@ pub fn parse_request(body: &Value) -> Result<ParsedRequest, RequestError> {
                     errors.push(min_items_or_length("/csv/fields", "minItems", 0));
                 }
                 Some(Value::Array(items)) => {
-                    let parsed: Vec<_> = items.iter().enumerate().map(|(i, v)| parse_field(i, v, &mut errors)).collect();
+                    let parsed: Vec<_> =
+                        items.iter().enumerate().map(|(i, v)| parse_field(i, v, &mut errors)).collect();
                     fields = parsed.into_iter().collect();
                 }
                 Some(other) => errors.push(type_error("/csv/fields", other, "array")),
@@ -248,10 +249,9 @@ pub fn parse_request(body: &Value) -> Result<ParsedRequest, RequestError> {
     }
     let spec = builder.build().map_err(|e| match e {
         SpecError::NonUniqueFieldNames(names) => RequestError::NonUniqueFieldNames(names),
-        SpecError::FilterTooLarge(name) => RequestError::Invalid(vec![FieldError::general(
-            format!("/filters/{name}"),
-            e.to_string(),
-        )]),
+        SpecError::FilterTooLarge(name) => {
+            RequestError::Invalid(vec![FieldError::general(format!("/filters/{name}"), e.to_string())])
+        }
         other => RequestError::Invalid(vec![FieldError::general("/csv/fields", other.to_string())]),
     })?;
 
@@ -417,7 +417,8 @@ mod tests {
 
     #[test]
     fn the_docs_example_parses_and_echoes() {
-        let req = json!({"format":"csv","csv":{"fields":[{"pointer":"/sub","field_name":"user_id"},{"pointer":"/email"}]}});
+        let req =
+            json!({"format":"csv","csv":{"fields":[{"pointer":"/sub","field_name":"user_id"},{"pointer":"/email"}]}});
         let p = ok(req.clone());
         assert_eq!(p.echo, req);
         assert_eq!(p.spec.format(), ExportFormat::Csv);
@@ -484,7 +485,8 @@ mod tests {
 
     #[test]
     fn pointers_are_checked_for_rfc6901_syntax_only() {
-        let (loc, kind, details) = one(json!({"format": "csv", "csv": {"fields": [{"pointer": "/ok"}, {"pointer": "sub"}]}}));
+        let (loc, kind, details) =
+            one(json!({"format": "csv", "csv": {"fields": [{"pointer": "/ok"}, {"pointer": "sub"}]}}));
         assert_eq!((loc.as_str(), kind), ("/csv/fields/1/pointer", "format"));
         assert_eq!(details["format"], "json-pointer");
         assert!(details["error"].as_str().unwrap().contains("expecting `/`"));
@@ -500,7 +502,9 @@ mod tests {
 
     #[test]
     fn escaped_pointers_unescape_into_headers() {
-        let p = ok(json!({"format": "csv", "csv": {"fields": [{"pointer": "/a~1b"}, {"pointer": "/c~0d"}, {"pointer": "/~01"}]}}));
+        let p = ok(
+            json!({"format": "csv", "csv": {"fields": [{"pointer": "/a~1b"}, {"pointer": "/c~0d"}, {"pointer": "/~01"}]}}),
+        );
         assert_eq!(p.spec.headers(), ["a/b", "c~d", "~1"]);
         assert_eq!(p.spec.fields()[0].pointer().tokens(), ["a/b"]);
         // The echo keeps the pointers as written.
@@ -537,7 +541,9 @@ mod tests {
         // `/a.b` and `/a/b` collide; an explicit name collides with a derived one.
         let e = parse_request(&json!({"format": "csv", "csv": {"fields": [{"pointer": "/a.b"}, {"pointer": "/a/b"}]}}));
         assert!(matches!(e, Err(RequestError::NonUniqueFieldNames(_))));
-        let e = parse_request(&json!({"format": "csv", "csv": {"fields": [{"pointer": "/sub"}, {"pointer": "/x", "field_name": "sub"}]}}));
+        let e = parse_request(
+            &json!({"format": "csv", "csv": {"fields": [{"pointer": "/sub"}, {"pointer": "/x", "field_name": "sub"}]}}),
+        );
         assert!(matches!(e, Err(RequestError::NonUniqueFieldNames(_))));
         let body = RequestError::NonUniqueFieldNames(vec!["a".into(), "a".into()]).into_api().body();
         assert_eq!(
@@ -648,6 +654,9 @@ mod tests {
         t.dialect = userexport_domain::Dialect::Native;
         t.request = json!({"format": "csv", "fields": [{"pointer": "/sub", "name": "user_id"}], "view": "authgear"});
         let v = render_task(&t, None);
-        assert_eq!(v["request"], json!({"format": "csv", "csv": {"fields": [{"pointer": "/sub", "field_name": "user_id"}]}}));
+        assert_eq!(
+            v["request"],
+            json!({"format": "csv", "csv": {"fields": [{"pointer": "/sub", "field_name": "user_id"}]}})
+        );
     }
 }

@@ -1,8 +1,8 @@
 //! The wire dialects. Each module parses its own request shapes, calls [`crate::service`] and renders
 //! its own task view; none holds export logic.
 //!
-//! - [`native`]: `/v1/exports`.
-//! - [`authgear`]: `/_api/admin/users/export`.
+//! - [`native`] serves `/v1/exports`.
+//! - [`authgear`] serves `/_api/admin/users/export`.
 
 pub mod authgear;
 pub mod native;

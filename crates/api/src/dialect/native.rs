@@ -84,10 +84,7 @@ pub fn parse_request(body: &Value) -> Result<ParsedRequest, ApiError> {
     let dto: CreateBody = body::from_value(body, "").map_err(|e| body::validation_error(DIALECT, &[e]))?;
     let view = dto.view.unwrap_or_default();
     let gzip = dto.gzip.unwrap_or(false);
-    let mut builder = ExportSpec::builder(dto.format)
-        .view(view)
-        .filter(dto.filters.unwrap_or_default())
-        .gzip(gzip);
+    let mut builder = ExportSpec::builder(dto.format).view(view).filter(dto.filters.unwrap_or_default()).gzip(gzip);
     if let Some(guard) = dto.formula_guard {
         builder = builder.formula_guard(guard);
     }
@@ -217,7 +214,11 @@ async fn get(state: web::Data<AppState>, auth: Authenticated, id: web::Path<Stri
     Ok(HttpResponse::Ok().json(view(&state, &task).await))
 }
 
-async fn cancel(state: web::Data<AppState>, auth: Authenticated, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn cancel(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let task = service::cancel_export(&state, &auth.project, &id).await.map_err(|e| e.into_api(DIALECT))?;
     Ok(HttpResponse::Accepted().json(view(&state, &task).await))
 }
@@ -269,11 +270,8 @@ pub fn parse_list_query(query: &str) -> Result<(TaskQuery, u64), ApiError> {
             .filter(|n| (1..=MAX_LIMIT).contains(n))
             .ok_or_else(|| bad_query(format!("`limit` must be an integer from 1 to {MAX_LIMIT}")))?,
     };
-    let before = params
-        .from
-        .as_deref()
-        .map(|s| TaskId::parse(s).map_err(|e| bad_query(format!("`from`: {e}"))))
-        .transpose()?;
+    let before =
+        params.from.as_deref().map(|s| TaskId::parse(s).map_err(|e| bad_query(format!("`from`: {e}")))).transpose()?;
     Ok((TaskQuery { statuses, created_from, created_to, before, limit: limit + 1 }, limit))
 }
 
@@ -345,9 +343,17 @@ mod tests {
             (json!({"format": "xml"}), "invalid_request_body", "/format"),
             (json!({"format": "csv", "extra": 1}), "invalid_request_body", "(root)"),
             (json!({"format": "csv", "fields": [{"pointer": "sub"}]}), "invalid_field_pointer", "/fields/0/pointer"),
-            (json!({"format": "csv", "fields": [{"pointer": "/a", "title": "x"}]}), "invalid_request_body", "/fields/0"),
+            (
+                json!({"format": "csv", "fields": [{"pointer": "/a", "title": "x"}]}),
+                "invalid_request_body",
+                "/fields/0",
+            ),
             (json!({"format": "csv", "fields": []}), "invalid_request_body", "/fields"),
-            (json!({"format": "csv", "fields": [{"pointer": "/a", "name": ""}]}), "invalid_request_body", "/fields/0/name"),
+            (
+                json!({"format": "csv", "fields": [{"pointer": "/a", "name": ""}]}),
+                "invalid_request_body",
+                "/fields/0/name",
+            ),
             (json!({"format": "csv", "view": "okta"}), "invalid_request_body", "/view"),
             (json!({"format": "csv", "gzip": "yes"}), "invalid_request_body", "/gzip"),
             (json!({"format": "csv", "filters": {"x": 1}}), "invalid_request_body", "/filters"),
@@ -359,7 +365,8 @@ mod tests {
             assert!(rendered["message"].as_str().unwrap().contains(location), "{body}: {rendered}");
             assert_eq!(e.status().as_u16(), 400);
         }
-        let e = parse_request(&json!({"format": "csv", "fields": [{"pointer": "/a/b"}, {"pointer": "/a.b"}]})).unwrap_err();
+        let e =
+            parse_request(&json!({"format": "csv", "fields": [{"pointer": "/a/b"}, {"pointer": "/a.b"}]})).unwrap_err();
         assert_eq!(e.code, Code::NonUniqueFieldNames);
         assert_eq!(e.info.unwrap()["field_names"], json!(["a.b", "a.b"]));
     }
@@ -382,7 +389,9 @@ mod tests {
         assert_eq!(q.created_from.unwrap().to_rfc3339(), "2024-01-01T00:00:00+00:00");
         assert_eq!(q.created_to.unwrap().to_rfc3339(), "2024-01-31T23:00:00+00:00");
 
-        for bad in ["limit=0", "limit=101", "limit=x", "status=zombie", "created_from=yesterday", "from=job_x", "page=2"] {
+        for bad in
+            ["limit=0", "limit=101", "limit=x", "status=zombie", "created_from=yesterday", "from=job_x", "page=2"]
+        {
             let e = parse_list_query(bad).unwrap_err();
             assert_eq!(e.code, Code::InvalidQuery, "{bad}");
             assert_eq!(e.status().as_u16(), 400);
@@ -396,9 +405,11 @@ mod tests {
             job_alias: JobAlias::generate(),
             project_id: ProjectId::generate(),
             dialect: userexport_domain::Dialect::Native,
-            spec: parse_request(&json!({"format": "csv", "fields": [{"pointer": "/sub", "name": "id"}, {"pointer": "/email"}]}))
-                .unwrap()
-                .spec,
+            spec: parse_request(
+                &json!({"format": "csv", "fields": [{"pointer": "/sub", "name": "id"}, {"pointer": "/email"}]}),
+            )
+            .unwrap()
+            .spec,
             request: json!({}),
             status,
             rows_written: 50,
@@ -436,9 +447,23 @@ mod tests {
         let now = Utc::now();
         let v = render_task(&task(TaskStatus::Processing), None, now);
         for key in [
-            "id", "status", "format", "view", "gzip", "fields", "filters", "rows_written", "rows_total",
-            "percentage_done", "time_left_seconds", "created_at", "started_at", "completed_at", "download_url",
-            "download_url_expires_at", "error",
+            "id",
+            "status",
+            "format",
+            "view",
+            "gzip",
+            "fields",
+            "filters",
+            "rows_written",
+            "rows_total",
+            "percentage_done",
+            "time_left_seconds",
+            "created_at",
+            "started_at",
+            "completed_at",
+            "download_url",
+            "download_url_expires_at",
+            "error",
         ] {
             assert!(v.get(key).is_some(), "missing {key}");
         }
