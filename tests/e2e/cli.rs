@@ -112,6 +112,46 @@ async fn cli_seed_and_export_100k_on_postgres() {
     }
 }
 
+/// Admin JWTs: a key pair from `keys create` signs a token the way Authgear's Node example does;
+/// `token mint` prints one; forged, expired or foreign tokens get 401.
+async fn check_jwt_auth(client: &reqwest::Client, base: &str, project: &str, dir: &Path, env: &[(&str, &str)]) {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    let pem_path = dir.join("admin-key.pem");
+    let created = json_out(&["keys", "create", "--project", project, "--out", pem_path.to_str().unwrap(), "--json"], env);
+    let kid = created["kid"].as_str().unwrap().to_owned();
+    let pem = std::fs::read_to_string(&pem_path).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&pem_path).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let sign = |aud: &str, exp_offset: i64, kid: &str| {
+        let now = chrono::Utc::now().timestamp();
+        let claims = json!({"aud": aud, "iat": now - 30, "exp": now + exp_offset});
+        let header = Header { kid: Some(kid.to_owned()), ..Header::new(Algorithm::RS256) };
+        encode(&header, &claims, &EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap()).unwrap()
+    };
+    let status = |token: String| async move {
+        client
+            .get(format!("{base}/_api/admin/users/export/userexport_00000000000000000000000000000000"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    // A valid token gets past authentication: the task simply does not exist.
+    assert_eq!(status(sign(project, 300, &kid)).await, 404);
+    assert_eq!(status(sign(project, -3600, &kid)).await, 401, "expired");
+    assert_eq!(status(sign(project, 300, "key_00000000000000000000")).await, 401, "unknown kid");
+    assert_eq!(status(sign("Pnot-a-project", 300, &kid)).await, 401, "foreign audience");
+    let minted = json_out(&["token", "mint", "--project", project, "--ttl", "5m", "--json"], env);
+    assert_eq!(status(minted["token"].as_str().unwrap().to_owned()).await, 404);
+    let minted = run(&["token", "mint", "--project", project, "--key", pem_path.to_str().unwrap(), "--kid", &kid], env);
+    assert_eq!(status(minted.trim().to_owned()).await, 404);
+}
+
 struct Proc(Child);
 
 impl Proc {
@@ -197,6 +237,7 @@ async fn serve_and_worker_run_as_separate_processes() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(ready, "API did not come up");
+    check_jwt_auth(&client, &base, &project, dir.path(), &env_ref).await;
     let resp = client
         .post(format!("{base}/_api/admin/users/export"))
         .header("Authorization", &auth)

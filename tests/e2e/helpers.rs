@@ -267,6 +267,16 @@ impl TestApp {
     }
 
     /// Stops the server and the worker and removes the throwaway database.
+    fn server_stop_on_drop(&mut self) {
+        if let Some(tx) = self.stop_worker.take() {
+            let _ = tx.send(true);
+        }
+        if let Some(w) = self.worker.take() {
+            w.abort();
+        }
+        drop(self.server.stop(false));
+    }
+
     pub async fn stop(mut self) {
         self.server.stop(true).await;
         if let Some(tx) = self.stop_worker.take() {
@@ -278,6 +288,22 @@ impl TestApp {
         if let Some((admin, name)) = self.database.take() {
             self.components.store.connection().clone().close().await.ok();
             drop_database(&admin, &name).await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    /// A test that panicked never reached [`TestApp::stop`]: still drop its database (on a thread
+    /// with its own runtime, as this may run inside the test's runtime).
+    fn drop(&mut self) {
+        self.server_stop_on_drop();
+        if let Some((admin, name)) = self.database.take() {
+            let _ = std::thread::spawn(move || {
+                if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    rt.block_on(drop_database(&admin, &name));
+                }
+            })
+            .join();
         }
     }
 }

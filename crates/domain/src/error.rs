@@ -155,6 +155,14 @@ pub trait ErrorCode {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_code_is_documented_where_its_link_points() {
+        let doc = include_str!("../../../docs/errors.md");
+        for code in Code::ALL {
+            assert!(doc.contains(&format!("\n## {}\n", code.name())), "docs/errors.md lacks `## {}`", code.name());
+        }
+    }
+
     use super::*;
 
     #[test]

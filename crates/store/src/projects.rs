@@ -1,6 +1,6 @@
 //! Projects, management keys and signing keys.
 
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use sea_orm::{ActiveValue, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder};
@@ -29,7 +29,9 @@ impl Store {
     /// Creates a project and its first management key. The plaintext key is returned once and never
     /// stored.
     pub async fn create_project(&self, name: &str) -> Result<(Project, String), StoreError> {
-        let project = Project { id: ProjectId::generate(), name: name.to_owned(), created_at: Utc::now() };
+        // Microsecond precision, what every backend stores, so the returned project equals the stored one.
+        let created_at = Utc::now().trunc_subsecs(6);
+        let project = Project { id: ProjectId::generate(), name: name.to_owned(), created_at };
         let key = generate_key();
         let txn = self.begin_write().await?;
         let row = projects::Model {
