@@ -117,7 +117,8 @@ async fn cli_seed_and_export_100k_on_postgres() {
 async fn check_jwt_auth(client: &reqwest::Client, base: &str, project: &str, dir: &Path, env: &[(&str, &str)]) {
     use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
     let pem_path = dir.join("admin-key.pem");
-    let created = json_out(&["keys", "create", "--project", project, "--out", pem_path.to_str().unwrap(), "--json"], env);
+    let created =
+        json_out(&["keys", "create", "--project", project, "--out", pem_path.to_str().unwrap(), "--json"], env);
     let kid = created["kid"].as_str().unwrap().to_owned();
     let pem = std::fs::read_to_string(&pem_path).unwrap();
     #[cfg(unix)]
