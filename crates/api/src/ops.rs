@@ -109,7 +109,17 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-async fn metrics_text() -> HttpResponse {
+/// Gauge: export jobs waiting in the queue, sampled at scrape time (drives the worker autoscaler).
+pub const QUEUE_DEPTH: &str = "userexport_queue_depth";
+
+async fn metrics_text(state: Option<web::Data<AppState>>) -> HttpResponse {
+    if let Some(state) = state {
+        match tokio::time::timeout(READY_TIMEOUT, state.queue.depth()).await {
+            Ok(Ok(depth)) => metrics::gauge!(QUEUE_DEPTH).set(depth as f64),
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the queue depth"),
+            Err(_) => tracing::warn!("reading the queue depth timed out"),
+        }
+    }
     HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(metrics_handle().render())
 }
 
