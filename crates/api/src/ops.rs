@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpMessage, HttpResponse, web};
 use futures_util::FutureExt;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
@@ -123,6 +123,39 @@ async fn metrics_text(state: Option<web::Data<AppState>>) -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(metrics_handle().render())
 }
 
+/// Root span of every request: like `tracing-actix-web`'s default but the target is the path
+/// only, because query strings carry secrets (download URL signatures).
+pub struct RedactedRootSpan;
+
+impl tracing_actix_web::RootSpanBuilder for RedactedRootSpan {
+    fn on_request_start(request: &ServiceRequest) -> tracing::Span {
+        let request_id = request
+            .extensions()
+            .get::<tracing_actix_web::RequestId>()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let route = request.match_pattern().unwrap_or_default();
+        tracing::info_span!(
+            "HTTP request",
+            http.method = %request.method(),
+            http.route = %route,
+            http.target = %request.path(),
+            http.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            request_id = %request_id,
+            exception.message = tracing::field::Empty,
+            exception.details = tracing::field::Empty,
+        )
+    }
+
+    fn on_request_end<B: MessageBody>(
+        span: tracing::Span,
+        outcome: &Result<ServiceResponse<B>, actix_web::Error>,
+    ) {
+        tracing_actix_web::DefaultRootSpanBuilder::on_request_end(span, outcome);
+    }
+}
+
 /// Middleware: HTTP metrics and panic containment. Use with `actix_web::middleware::from_fn`.
 pub async fn observe(
     req: ServiceRequest,
@@ -171,6 +204,44 @@ mod tests {
 
     async fn boom() -> HttpResponse {
         panic!("kaboom")
+    }
+
+    /// Collects formatted log output in memory.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[actix_web::test]
+    async fn request_logs_carry_a_request_id_but_never_the_query_string() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt().json().with_current_span(true).with_writer(move || writer.clone()).finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        async fn logs() -> HttpResponse {
+            tracing::info!("inside the handler");
+            HttpResponse::Ok().finish()
+        }
+        let app = atest::init_service(
+            App::new()
+                .wrap(tracing_actix_web::TracingLogger::<RedactedRootSpan>::new())
+                .route("/downloads/{key}", web::get().to(logs)),
+        )
+        .await;
+        let req = atest::TestRequest::get().uri("/downloads/f.csv?expires=1&sig=deadbeefcafe").to_request();
+        assert_eq!(atest::call_service(&app, req).await.status().as_u16(), 200);
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("inside the handler") && text.contains("request_id"), "{text}");
+        assert!(text.contains("/downloads/f.csv"), "{text}");
+        assert!(!text.contains("deadbeefcafe") && !text.contains("sig="), "{text}");
     }
 
     #[actix_web::test]
