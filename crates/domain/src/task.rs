@@ -170,6 +170,42 @@ pub struct ExportTask {
 }
 
 impl ExportTask {
+    /// A fresh `pending` task with new ids: nothing written, no attempt yet.
+    pub fn new_pending(
+        project_id: ProjectId,
+        dialect: Dialect,
+        spec: ExportSpec,
+        request: Value,
+        now: DateTime<Utc>,
+    ) -> ExportTask {
+        ExportTask {
+            id: TaskId::generate(),
+            job_alias: JobAlias::generate(),
+            project_id,
+            dialect,
+            spec,
+            request,
+            status: TaskStatus::Pending,
+            rows_written: 0,
+            rows_total: None,
+            bytes_written: 0,
+            attempts: 0,
+            lease_owner: None,
+            lease_expires_at: None,
+            cancel_requested: false,
+            object_key: None,
+            upload_id: None,
+            download_url: None,
+            download_url_expires_at: None,
+            error: None,
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+            expires_at: None,
+            updated_at: now,
+        }
+    }
+
     /// Integer progress 0–100 from real counts; 100 once completed.
     pub fn percentage_done(&self) -> u8 {
         match (self.status, self.rows_total) {
@@ -203,31 +239,14 @@ mod tests {
 
     fn task() -> ExportTask {
         let now = Utc::now();
+        let spec = ExportSpec::builder(ExportFormat::Csv).build().unwrap();
         ExportTask {
-            id: TaskId::generate(),
-            job_alias: JobAlias::generate(),
-            project_id: ProjectId::generate(),
-            dialect: Dialect::Native,
-            spec: ExportSpec::builder(ExportFormat::Csv).build().unwrap(),
-            request: Value::Null,
             status: TaskStatus::Processing,
             rows_written: 250,
             rows_total: Some(1000),
-            bytes_written: 0,
             attempts: 1,
-            lease_owner: None,
-            lease_expires_at: None,
-            cancel_requested: false,
-            object_key: None,
-            upload_id: None,
-            download_url: None,
-            download_url_expires_at: None,
-            error: None,
-            created_at: now,
             started_at: Some(now - chrono::Duration::seconds(10)),
-            finished_at: None,
-            expires_at: None,
-            updated_at: now,
+            ..ExportTask::new_pending(ProjectId::generate(), Dialect::Native, spec, Value::Null, now)
         }
     }
 

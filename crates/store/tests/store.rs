@@ -145,7 +145,7 @@ mod harness {
 /// Small builders shared by the bodies.
 mod fixtures {
     use super::*;
-    use userexport_domain::{Dialect, ExportFormat, ExportSpec, JobAlias, TaskStatus, TestUsers, fake};
+    use userexport_domain::{Dialect, ExportFormat, ExportSpec, TestUsers, fake};
 
     /// The current time at the microsecond precision both backends store, so values built by the
     /// tests compare equal to what is read back.
@@ -180,32 +180,8 @@ mod fixtures {
 
     /// A pending task as the API builds it (`userexport_api::service::new_task`).
     pub fn new_task(project: &ProjectId, now: DateTime<Utc>) -> ExportTask {
-        ExportTask {
-            id: TaskId::generate(),
-            job_alias: JobAlias::generate(),
-            project_id: project.clone(),
-            dialect: Dialect::Native,
-            spec: ExportSpec::builder(ExportFormat::Csv).build().expect("a valid spec"),
-            request: serde_json::json!({ "format": "csv" }),
-            status: TaskStatus::Pending,
-            rows_written: 0,
-            rows_total: None,
-            bytes_written: 0,
-            attempts: 0,
-            lease_owner: None,
-            lease_expires_at: None,
-            cancel_requested: false,
-            object_key: None,
-            upload_id: None,
-            download_url: None,
-            download_url_expires_at: None,
-            error: None,
-            created_at: now,
-            started_at: None,
-            finished_at: None,
-            expires_at: None,
-            updated_at: now,
-        }
+        let spec = ExportSpec::builder(ExportFormat::Csv).build().expect("a valid spec");
+        ExportTask::new_pending(project.clone(), Dialect::Native, spec, serde_json::json!({ "format": "csv" }), now)
     }
 
     /// Inserts a new pending task of `project` and returns it as stored.

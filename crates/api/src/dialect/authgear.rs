@@ -395,7 +395,7 @@ async fn get(state: web::Data<AppState>, auth: Authenticated, id: web::Path<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use userexport_domain::{ErrorObject, JobAlias, ProjectId, TaskId};
+    use userexport_domain::{ErrorObject, ProjectId, TaskId};
 
     fn ok(v: Value) -> ParsedRequest {
         parse_request(&v).unwrap_or_else(|e| panic!("{v}: {e:?}"))
@@ -575,31 +575,14 @@ mod tests {
         let p = ok(json!({"format": "csv", "csv": {"fields": [{"pointer": "/sub", "field_name": "user_id"}]}}));
         let created = chrono::DateTime::parse_from_rfc3339("2024-10-07T21:06:24.361634372Z").unwrap().to_utc();
         let finished = chrono::DateTime::parse_from_rfc3339("2024-10-07T21:06:24.551711713Z").unwrap().to_utc();
+        let dialect = userexport_domain::Dialect::Authgear;
         ExportTask {
             id: TaskId::parse("userexport_VWFAACAMB5V0BY1J7KK5NS3GV1TQAACQ").unwrap(),
-            job_alias: JobAlias::generate(),
-            project_id: ProjectId::generate(),
-            dialect: userexport_domain::Dialect::Authgear,
-            spec: p.spec,
-            request: p.echo,
             status,
-            rows_written: 0,
-            rows_total: None,
-            bytes_written: 0,
             attempts: 1,
-            lease_owner: None,
-            lease_expires_at: None,
-            cancel_requested: false,
-            object_key: None,
-            upload_id: None,
-            download_url: None,
-            download_url_expires_at: None,
-            error: None,
-            created_at: created,
-            started_at: None,
             finished_at: status.is_terminal().then_some(finished),
-            expires_at: None,
             updated_at: finished,
+            ..ExportTask::new_pending(ProjectId::generate(), dialect, p.spec, p.echo, created)
         }
     }
 

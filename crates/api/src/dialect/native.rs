@@ -309,7 +309,7 @@ async fn list(state: web::Data<AppState>, auth: Authenticated, req: HttpRequest)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use userexport_domain::{ErrorObject, JobAlias, ProjectId};
+    use userexport_domain::{ErrorObject, ProjectId};
 
     #[test]
     fn minimal_body_gets_defaults() {
@@ -400,35 +400,20 @@ mod tests {
 
     fn task(status: TaskStatus) -> ExportTask {
         let now = Utc::now();
+        let spec = parse_request(
+            &json!({"format": "csv", "fields": [{"pointer": "/sub", "name": "id"}, {"pointer": "/email"}]}),
+        )
+        .unwrap()
+        .spec;
         ExportTask {
-            id: TaskId::generate(),
-            job_alias: JobAlias::generate(),
-            project_id: ProjectId::generate(),
-            dialect: userexport_domain::Dialect::Native,
-            spec: parse_request(
-                &json!({"format": "csv", "fields": [{"pointer": "/sub", "name": "id"}, {"pointer": "/email"}]}),
-            )
-            .unwrap()
-            .spec,
-            request: json!({}),
             status,
             rows_written: 50,
             rows_total: Some(200),
             bytes_written: 1000,
             attempts: 1,
-            lease_owner: None,
-            lease_expires_at: None,
-            cancel_requested: false,
-            object_key: None,
-            upload_id: None,
-            download_url: None,
-            download_url_expires_at: None,
-            error: None,
-            created_at: now,
             started_at: Some(now),
             finished_at: status.is_terminal().then_some(now),
-            expires_at: None,
-            updated_at: now,
+            ..ExportTask::new_pending(ProjectId::generate(), userexport_domain::Dialect::Native, spec, json!({}), now)
         }
     }
 
