@@ -73,9 +73,16 @@ pub fn worker_settings(settings: &Settings) -> WorkerSettings {
     }
 }
 
-/// API settings derived from the service settings.
-pub fn api_settings(settings: &Settings) -> ApiSettings {
-    ApiSettings { max_body_bytes: settings.max_body_bytes, ..ApiSettings::default() }
+/// API settings derived from the service settings. The key of Auth0-dialect access tokens
+/// (`POST /oauth/token`) is derived from the signing secret, so every API replica configured with
+/// the same `USEREXPORT_SIGNING_SECRET` accepts the others' tokens.
+pub fn api_settings(settings: &Settings) -> anyhow::Result<ApiSettings> {
+    let secret = settings.signing_secret().context("cannot load the signing secret")?;
+    Ok(ApiSettings {
+        max_body_bytes: settings.max_body_bytes,
+        auth0_token_key: userexport_api::dialect::auth0::TokenKey::derive(&secret),
+        ..ApiSettings::default()
+    })
 }
 
 /// A shutdown signal that several tasks can wait on.
@@ -124,7 +131,7 @@ pub fn start_api(settings: &Settings, c: &Components, listener: TcpListener) -> 
         storage: c.storage.clone(),
         local_files: c.local_files.clone(),
         queue: c.queue.clone(),
-        settings: api_settings(settings),
+        settings: api_settings(settings)?,
     };
     userexport_api::run(listener, state).context("cannot start the HTTP server")
 }

@@ -128,7 +128,8 @@ pub struct ConfigArgs {
     #[arg(long, env = "USEREXPORT_SWEEP_INTERVAL", value_name = "DURATION", global = true)]
     pub sweep_interval: Option<String>,
 
-    /// HMAC secret for local download URLs (≥ 32 chars) [default: generated into <data-dir>/signing.secret].
+    /// Server secret (≥ 32 chars) for local download URLs and `/oauth/token` JWTs; API replicas must share it
+    /// [default: generated into <data-dir>/signing.secret].
     #[arg(long, env = "USEREXPORT_SIGNING_SECRET", value_name = "SECRET", hide_env_values = true, global = true)]
     pub signing_secret: Option<String>,
 }
@@ -288,7 +289,7 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// Interval of the sweeper and reconciler.
     pub sweep_interval: Duration,
-    /// Operator-provided HMAC secret for local download URLs; see [`Settings::signing_secret`].
+    /// Operator-provided server secret (download URLs, `/oauth/token` JWTs); see [`Settings::signing_secret`].
     pub signing_secret: Option<String>,
 }
 

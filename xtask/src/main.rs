@@ -38,6 +38,10 @@ const POSTGRES_START_TIMEOUT: Duration = Duration::from_secs(30);
 const REDIS_START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long s3s-fs may take to answer HTTP after being started.
 const S3_START_TIMEOUT: Duration = Duration::from_secs(10);
+/// The auth0-python release the Auth0 SDK tests drive (PyPI).
+const AUTH0_PYTHON_VERSION: &str = "6.8.0";
+/// The `auth0` Node release the Auth0 SDK tests drive (npm).
+const AUTH0_NODE_VERSION: &str = "7.1.0";
 
 const USAGE: &str = "\
 Usage: cargo xtask <COMMAND> [ARGS...]
@@ -52,6 +56,7 @@ Commands:
 Environment:
   USEREXPORT_TEST_DATABASE_URL  PostgreSQL for tests (default postgres://postgres@127.0.0.1:5432/postgres)
   USEREXPORT_TEST_REDIS_URL     Redis for tests (default redis://127.0.0.1:6379)
+  (the Auth0 SDK tests need python3 and npm; the SDKs are installed once under target/sdk/)
   CI=true                       Also print tool versions first.
 ";
 
@@ -108,13 +113,102 @@ fn cmd_test(cargo_args: &[String]) -> Result<ExitCode> {
     prepare_postgres(&mut env)?;
     prepare_redis(&mut env)?;
     prepare_s3(&mut env)?;
-    // Further prerequisites (Python SDK venv, node_modules, Chromium) are added here as
-    // `prepare_*(&mut env)?` calls.
+    prepare_auth0_sdks(&mut env, &root)?;
+    // Further prerequisites (Chromium, …) are added here as `prepare_*(&mut env)?` calls.
     env.set("USEREXPORT_TEST_REQUIRE_SERVICES", "1");
 
     let status = run_cargo_test(&root, cargo_args, &env)?;
     drop(env); // stop s3s-fs and remove its data before reporting
     Ok(exit_code_of(status))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Auth0 SDKs (Python venv and node_modules under target/sdk, reused between runs)
+// ---------------------------------------------------------------------------------------------
+
+/// Installs auth0-python into `target/sdk/venv` and the `auth0` npm package into `target/sdk/node`
+/// (each skipped when the right version is already there) and exports `USEREXPORT_TEST_PYTHON`,
+/// `USEREXPORT_TEST_NODE` and `USEREXPORT_TEST_NODE_PATH` for the SDK tests in `tests/e2e/auth0.rs`.
+fn prepare_auth0_sdks(env: &mut TestEnv, root: &Path) -> Result<()> {
+    step("Auth0 SDKs");
+    let sdk = root.join("target").join("sdk");
+    fs::create_dir_all(&sdk).with_context(|| format!("creating {}", sdk.display()))?;
+
+    let venv = sdk.join("venv");
+    let python = venv.join("bin").join("python");
+    if python_package_version(&python, "auth0-python").as_deref() == Some(AUTH0_PYTHON_VERSION) {
+        ok(&format!("auth0-python {AUTH0_PYTHON_VERSION} in {}", venv.display()));
+    } else {
+        let python3 = find_on_path("python3").ok_or_else(|| {
+            anyhow!("python3 is not on PATH; the Auth0 SDK tests need Python >= 3.10 with the venv module")
+        })?;
+        info(&format!("installing auth0-python {AUTH0_PYTHON_VERSION} into {}", venv.display()));
+        run_step(Command::new(&python3).args(["-m", "venv", "--clear"]).arg(&venv), "python3 -m venv")?;
+        run_step(
+            Command::new(&python)
+                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+                .arg(format!("auth0-python=={AUTH0_PYTHON_VERSION}")),
+            "pip install auth0-python",
+        )?;
+        ok(&format!("auth0-python {AUTH0_PYTHON_VERSION}"));
+    }
+    env.set("USEREXPORT_TEST_PYTHON", python.to_string_lossy());
+
+    let node_dir = sdk.join("node");
+    let modules = node_dir.join("node_modules");
+    let node = find_on_path("node")
+        .ok_or_else(|| anyhow!("node is not on PATH; the Auth0 SDK tests need Node.js ^20.19, ^22.12 or >= 24"))?;
+    if npm_package_version(&modules, "auth0").as_deref() == Some(AUTH0_NODE_VERSION) {
+        ok(&format!("auth0 {AUTH0_NODE_VERSION} in {}", modules.display()));
+    } else {
+        let npm = find_on_path("npm").ok_or_else(|| anyhow!("npm is not on PATH; install Node.js with npm"))?;
+        fs::create_dir_all(&node_dir).with_context(|| format!("creating {}", node_dir.display()))?;
+        info(&format!("installing auth0 {AUTH0_NODE_VERSION} into {}", modules.display()));
+        run_step(
+            Command::new(&npm)
+                .args(["install", "--no-audit", "--no-fund", "--no-save", "--prefix"])
+                .arg(&node_dir)
+                .arg(format!("auth0@{AUTH0_NODE_VERSION}")),
+            "npm install auth0",
+        )?;
+        ok(&format!("auth0 {AUTH0_NODE_VERSION}"));
+    }
+    env.set("USEREXPORT_TEST_NODE", node.to_string_lossy());
+    env.set("USEREXPORT_TEST_NODE_PATH", modules.to_string_lossy());
+    Ok(())
+}
+
+/// The installed version of a Python distribution, asked through the given interpreter.
+fn python_package_version(python: &Path, dist: &str) -> Option<String> {
+    if !is_executable(python) {
+        return None;
+    }
+    let script = format!("import importlib.metadata as m; print(m.version({dist:?}))");
+    let output = Command::new(python).args(["-c", &script]).stderr(Stdio::null()).output().ok()?;
+    output.status.success().then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+/// The `version` of `<modules>/<package>/package.json`.
+fn npm_package_version(modules: &Path, package: &str) -> Option<String> {
+    let manifest = fs::read_to_string(modules.join(package).join("package.json")).ok()?;
+    json_string_field(&manifest, "version")
+}
+
+/// The first top-level-looking `"key": "value"` string in a JSON document (enough for
+/// `package.json`, whose `version` comes before any nested object).
+fn json_string_field(json: &str, key: &str) -> Option<String> {
+    let at = json.find(&format!("\"{key}\""))? + key.len() + 2;
+    let rest = json[at..].trim_start().strip_prefix(':')?.trim_start().strip_prefix('"')?;
+    Some(rest[..rest.find('"')?].to_owned())
+}
+
+/// Runs an installation command; fails with its name and exit status.
+fn run_step(cmd: &mut Command, what: &str) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("cannot run {what}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status}); see its output above");
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -813,6 +907,19 @@ mod tests {
             cargo_test_args(&strings(&["--locked", "--no-fail-fast"])),
             strings(&["test", "--workspace", "--locked", "--no-fail-fast"])
         );
+    }
+
+    #[test]
+    fn package_json_versions() {
+        let manifest = r#"{
+  "name": "auth0",
+  "version" : "7.1.0",
+  "dependencies": {"jose": "^4.13.2"}
+}"#;
+        assert_eq!(json_string_field(manifest, "version").as_deref(), Some("7.1.0"));
+        assert_eq!(json_string_field(manifest, "name").as_deref(), Some("auth0"));
+        assert_eq!(json_string_field(manifest, "missing"), None);
+        assert_eq!(json_string_field(r#"{"version": 7}"#, "version"), None);
     }
 
     #[test]

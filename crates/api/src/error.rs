@@ -64,6 +64,25 @@ impl ApiDialect {
     }
 }
 
+/// Auth0 `errorCode`s that the [`Code`] table cannot derive (same code, different meaning).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth0ErrorCode {
+    /// A malformed path parameter (400), e.g. a job id that is not `job_` + 16 characters.
+    InvalidUri,
+    /// A `connection_id` that names no connection (400).
+    InexistentConnection,
+}
+
+impl Auth0ErrorCode {
+    /// The wire value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidUri => "invalid_uri",
+            Self::InexistentConnection => "inexistent_connection",
+        }
+    }
+}
+
 /// An error answered to an API client.
 pub struct ApiError {
     /// Envelope to render.
@@ -74,6 +93,8 @@ pub struct ApiError {
     pub message: String,
     /// Structured details (Authgear `info`: `causes`, `field_names`, `limit`, …).
     pub info: Option<Value>,
+    /// Auth0 `errorCode` replacing the one derived from `code` (e.g. `invalid_uri` on a 400).
+    pub auth0_error_code: Option<Auth0ErrorCode>,
     /// The underlying cause of an internal error; logged, never sent.
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
@@ -86,12 +107,18 @@ impl ApiError {
 
     /// An error with a specific message.
     pub fn with_message(dialect: ApiDialect, code: Code, message: impl Into<String>) -> Self {
-        Self { dialect, code, message: message.into(), info: None, source: None }
+        Self { dialect, code, message: message.into(), info: None, auth0_error_code: None, source: None }
     }
 
     /// Attaches structured details.
     pub fn info(mut self, info: Value) -> Self {
         self.info = Some(info);
+        self
+    }
+
+    /// Overrides the Auth0 `errorCode` (other envelopes are unaffected).
+    pub fn with_auth0_error_code(mut self, error_code: Auth0ErrorCode) -> Self {
+        self.auth0_error_code = Some(error_code);
         self
     }
 
@@ -170,7 +197,7 @@ impl ApiError {
                 "statusCode": status.as_u16(),
                 "error": status.canonical_reason().unwrap_or("Error"),
                 "message": message,
-                "errorCode": auth0_error_code(self.code),
+                "errorCode": self.auth0_error_code.map_or_else(|| auth0_error_code(self.code), Auth0ErrorCode::as_str),
             }),
             ApiDialect::Descope => json!({
                 "errorCode": descope_error_code(self.code),
@@ -279,6 +306,7 @@ impl fmt::Debug for ApiError {
             .field("code", &self.code)
             .field("message", &self.message)
             .field("info", &self.info)
+            .field("auth0_error_code", &self.auth0_error_code)
             .field("source", &self.source.as_ref().map(|s| s.to_string()))
             .finish()
     }

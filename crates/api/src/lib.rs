@@ -1,5 +1,5 @@
-//! actix-web HTTP API of userexport: the native and Authgear export dialects (Auth0 and Descope
-//! modules plug in beside them), auth, local-file downloads, health, readiness and metrics.
+//! actix-web HTTP API of userexport: the native, Authgear and Auth0 export dialects (Descope plugs
+//! in beside them), auth, local-file downloads, health, readiness and metrics.
 //!
 //! Layout:
 //! - [`error`]: [`ApiError`] and the per-dialect envelopes ([`ApiDialect::from_path`]).
@@ -43,6 +43,10 @@ pub struct ApiSettings {
     pub jwt_leeway: Duration,
     /// Validity of download URLs presigned by the API (default 24 h).
     pub download_url_ttl: Duration,
+    /// HS256 key of the access tokens `POST /oauth/token` issues (Auth0 dialect). Derive it from a
+    /// secret every replica shares ([`dialect::auth0::TokenKey::derive`]); the default is random,
+    /// so tokens are then valid only in this process.
+    pub auth0_token_key: dialect::auth0::TokenKey,
 }
 
 impl Default for ApiSettings {
@@ -51,6 +55,7 @@ impl Default for ApiSettings {
             max_body_bytes: 10 * 1024 * 1024,
             jwt_leeway: Duration::from_secs(60),
             download_url_ttl: Duration::from_secs(24 * 3600),
+            auth0_token_key: dialect::auth0::TokenKey::random(),
         }
     }
 }
@@ -78,6 +83,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.configure(ops::configure)
         .configure(dialect::native::configure)
         .configure(dialect::authgear::configure)
+        .configure(dialect::auth0::configure)
         .configure(downloads::configure)
         .default_service(web::to(error::route_not_found));
 }
@@ -99,7 +105,7 @@ pub fn app(
     if let Some(local) = local {
         app = app.app_data(web::Data::from(local));
     }
-    app.configure(configure).wrap(from_fn(ops::observe)).wrap(TracingLogger::default())
+    app.configure(configure).wrap(from_fn(ops::observe)).wrap(TracingLogger::<ops::RedactedRootSpan>::new())
 }
 
 /// Starts the HTTP server on `listener`. Signals are not handled here: the caller stops the returned

@@ -137,32 +137,7 @@ pub fn idempotency_key(req: &actix_web::HttpRequest) -> Result<Option<String>, A
 
 /// A fresh `pending` task for `project`.
 pub fn new_task(project: &ProjectId, new: &NewExport, now: DateTime<Utc>) -> ExportTask {
-    ExportTask {
-        id: TaskId::generate(),
-        job_alias: JobAlias::generate(),
-        project_id: project.clone(),
-        dialect: new.dialect.task_dialect(),
-        spec: new.spec.clone(),
-        request: new.request.clone(),
-        status: TaskStatus::Pending,
-        rows_written: 0,
-        rows_total: None,
-        bytes_written: 0,
-        attempts: 0,
-        lease_owner: None,
-        lease_expires_at: None,
-        cancel_requested: false,
-        object_key: None,
-        upload_id: None,
-        download_url: None,
-        download_url_expires_at: None,
-        error: None,
-        created_at: now,
-        started_at: None,
-        finished_at: None,
-        expires_at: None,
-        updated_at: now,
-    }
+    ExportTask::new_pending(project.clone(), new.dialect.task_dialect(), new.spec.clone(), new.request.clone(), now)
 }
 
 /// Creates (or, for a replayed idempotency key, returns) an export task and enqueues it.
@@ -193,6 +168,13 @@ pub async fn create_export(state: &AppState, project: &Project, new: NewExport) 
 pub async fn get_export(state: &AppState, project: &Project, id: &str) -> Result<ExportTask, ServiceError> {
     let id = TaskId::parse(id).map_err(|_| ServiceError::NotFound)?;
     state.store.get_task(&project.id, &id).await?.ok_or(ServiceError::NotFound)
+}
+
+/// The task of `project` whose Auth0 job id (its [`JobAlias`]) is `alias`. Malformed aliases and
+/// other projects' tasks are "not found".
+pub async fn get_export_by_alias(state: &AppState, project: &Project, alias: &str) -> Result<ExportTask, ServiceError> {
+    let alias = JobAlias::parse(alias).map_err(|_| ServiceError::NotFound)?;
+    state.store.get_task_by_alias(&project.id, &alias).await?.ok_or(ServiceError::NotFound)
 }
 
 /// Tasks of `project`, newest first, as selected by `query`.

@@ -3,7 +3,9 @@
 //!
 //! - [`native`] serves `/v1/exports`.
 //! - [`authgear`] serves `/_api/admin/users/export`.
+//! - [`auth0`] serves `/api/v2/jobs/…` and `/oauth/token`.
 
+pub mod auth0;
 pub mod authgear;
 pub mod native;
 
