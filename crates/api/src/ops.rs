@@ -129,11 +129,8 @@ pub struct RedactedRootSpan;
 
 impl tracing_actix_web::RootSpanBuilder for RedactedRootSpan {
     fn on_request_start(request: &ServiceRequest) -> tracing::Span {
-        let request_id = request
-            .extensions()
-            .get::<tracing_actix_web::RequestId>()
-            .map(ToString::to_string)
-            .unwrap_or_default();
+        let request_id =
+            request.extensions().get::<tracing_actix_web::RequestId>().map(ToString::to_string).unwrap_or_default();
         let route = request.match_pattern().unwrap_or_default();
         tracing::info_span!(
             "HTTP request",
@@ -148,10 +145,7 @@ impl tracing_actix_web::RootSpanBuilder for RedactedRootSpan {
         )
     }
 
-    fn on_request_end<B: MessageBody>(
-        span: tracing::Span,
-        outcome: &Result<ServiceResponse<B>, actix_web::Error>,
-    ) {
+    fn on_request_end<B: MessageBody>(span: tracing::Span, outcome: &Result<ServiceResponse<B>, actix_web::Error>) {
         tracing_actix_web::DefaultRootSpanBuilder::on_request_end(span, outcome);
     }
 }
@@ -224,7 +218,8 @@ mod tests {
     async fn request_logs_carry_a_request_id_but_never_the_query_string() {
         let captured = Captured::default();
         let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt().json().with_current_span(true).with_writer(move || writer.clone()).finish();
+        let subscriber =
+            tracing_subscriber::fmt().json().with_current_span(true).with_writer(move || writer.clone()).finish();
         let _guard = tracing::subscriber::set_default(subscriber);
         async fn logs() -> HttpResponse {
             tracing::info!("inside the handler");
