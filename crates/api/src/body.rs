@@ -158,6 +158,19 @@ fn path_to_pointer(base: &str, path: &serde_path_to_error::Path) -> String {
     out
 }
 
+/// The JSON Schema type name of a value (`integer` for whole numbers), for validation messages.
+pub fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
 /// Extracts the first backquoted name of a serde message (`missing field `format``).
 fn quoted(msg: &str) -> Option<&str> {
     let start = msg.find('`')? + 1;

@@ -135,6 +135,23 @@ pub fn idempotency_key(req: &actix_web::HttpRequest) -> Result<Option<String>, A
     Ok(Some(key.to_owned()))
 }
 
+/// The shared body of every dialect's create handler: reads the JSON body (content type, size and
+/// syntax checked), lets the dialect `parse` it into the spec and the request echo, and creates the
+/// export, idempotently when the request carries an `Idempotency-Key`.
+pub async fn create_from_request(
+    state: &AppState,
+    project: &Project,
+    req: &actix_web::HttpRequest,
+    payload: actix_web::web::Payload,
+    dialect: ApiDialect,
+    parse: impl FnOnce(&Value) -> Result<(ExportSpec, Value), ApiError>,
+) -> Result<Created, ApiError> {
+    let body = crate::body::read_json(req, payload, state.settings.max_body_bytes).await?;
+    let (spec, request) = parse(&body)?;
+    let new = NewExport { dialect, spec, request, idempotency_key: idempotency_key(req)? };
+    create_export(state, project, new).await.map_err(|e| e.into_api(dialect))
+}
+
 /// A fresh `pending` task for `project`.
 pub fn new_task(project: &ProjectId, new: &NewExport, now: DateTime<Utc>) -> ExportTask {
     ExportTask::new_pending(project.clone(), new.dialect.task_dialect(), new.spec.clone(), new.request.clone(), now)

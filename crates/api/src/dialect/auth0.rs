@@ -40,7 +40,7 @@ use crate::AppState;
 use crate::auth::{self, AuthError};
 use crate::body;
 use crate::error::{ApiDialect, ApiError, Auth0ErrorCode};
-use crate::service::{self, NewExport};
+use crate::service;
 
 const DIALECT: ApiDialect = ApiDialect::Auth0;
 
@@ -105,18 +105,6 @@ pub struct ParsedRequest {
     pub echo: Value,
 }
 
-fn json_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
-
 /// A 400 `invalid_body` worded like Auth0's payload validator.
 fn payload_error(detail: &str, property: Option<&str>) -> ApiError {
     let message = match property {
@@ -127,7 +115,7 @@ fn payload_error(detail: &str, property: Option<&str>) -> ApiError {
 }
 
 fn type_error(v: &Value, expected: &str, property: Option<&str>) -> ApiError {
-    payload_error(&format!("Expected type {expected} but found type {}", json_type(v)), property)
+    payload_error(&format!("Expected type {expected} but found type {}", body::json_type(v)), property)
 }
 
 fn unknown_keys(obj: &Map<String, Value>, allowed: &[&str], property: Option<&str>) -> Result<(), ApiError> {
@@ -405,15 +393,10 @@ async fn create(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body::read_json(&req, payload, state.settings.max_body_bytes).await?;
-    let parsed = parse_request(&body)?;
-    let new = NewExport {
-        dialect: DIALECT,
-        spec: parsed.spec,
-        request: parsed.echo,
-        idempotency_key: service::idempotency_key(&req)?,
-    };
-    let created = service::create_export(&state, &auth.project, new).await.map_err(|e| e.into_api(DIALECT))?;
+    let created = service::create_from_request(&state, &auth.project, &req, payload, DIALECT, |b| {
+        parse_request(b).map(|p| (p.spec, p.echo))
+    })
+    .await?;
     let mut res = HttpResponse::Ok();
     if !created.created {
         res.insert_header(("Idempotent-Replayed", "true"));

@@ -19,7 +19,7 @@ use crate::AppState;
 use crate::auth::Authenticated;
 use crate::body::{self, FieldError};
 use crate::error::{ApiDialect, ApiError};
-use crate::service::{self, NewExport};
+use crate::service;
 
 const DIALECT: ApiDialect = ApiDialect::Authgear;
 
@@ -70,23 +70,11 @@ pub struct ParsedRequest {
     pub echo: Value,
 }
 
-fn json_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
-
 fn type_error(location: &str, v: &Value, expected: &str) -> FieldError {
     FieldError {
         location: location.to_owned(),
         kind: "type",
-        details: json!({ "actual": [json_type(v)], "expected": [expected] }),
+        details: json!({ "actual": [body::json_type(v)], "expected": [expected] }),
         code: Code::InvalidRequestBody,
     }
 }
@@ -368,15 +356,10 @@ async fn create(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body::read_json(&req, payload, state.settings.max_body_bytes).await?;
-    let parsed = parse_request(&body).map_err(RequestError::into_api)?;
-    let new = NewExport {
-        dialect: DIALECT,
-        spec: parsed.spec,
-        request: parsed.echo,
-        idempotency_key: service::idempotency_key(&req)?,
-    };
-    let created = service::create_export(&state, &auth.project, new).await.map_err(|e| e.into_api(DIALECT))?;
+    let created = service::create_from_request(&state, &auth.project, &req, payload, DIALECT, |b| {
+        parse_request(b).map(|p| (p.spec, p.echo)).map_err(RequestError::into_api)
+    })
+    .await?;
     let mut res = HttpResponse::Ok();
     if !created.created {
         res.insert_header(("Idempotent-Replayed", "true"));

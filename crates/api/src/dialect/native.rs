@@ -22,7 +22,7 @@ use crate::AppState;
 use crate::auth::Authenticated;
 use crate::body::{self, FieldError};
 use crate::error::{ApiDialect, ApiError};
-use crate::service::{self, NewExport};
+use crate::service;
 
 const DIALECT: ApiDialect = ApiDialect::Native;
 
@@ -192,15 +192,10 @@ async fn create(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body::read_json(&req, payload, state.settings.max_body_bytes).await?;
-    let parsed = parse_request(&body)?;
-    let new = NewExport {
-        dialect: DIALECT,
-        spec: parsed.spec,
-        request: parsed.normalized,
-        idempotency_key: service::idempotency_key(&req)?,
-    };
-    let created = service::create_export(&state, &auth.project, new).await.map_err(|e| e.into_api(DIALECT))?;
+    let created = service::create_from_request(&state, &auth.project, &req, payload, DIALECT, |b| {
+        parse_request(b).map(|p| (p.spec, p.normalized))
+    })
+    .await?;
     let mut res = HttpResponse::build(StatusCode::ACCEPTED);
     res.insert_header((header::LOCATION, format!("/v1/exports/{}", created.task.id)));
     if !created.created {
