@@ -44,6 +44,9 @@ pub enum Command {
     Token(TokenCommand),
     /// One-shot local export to a file, with a progress bar.
     Export(ExportArgs),
+    /// Benchmark: seeds a throwaway Postgres database and times `COPY` against full exports run by
+    /// a separate worker process (needs Postgres, Redis and S3 settings).
+    Bench(BenchArgs),
 }
 
 /// `userexport worker` options.
@@ -165,6 +168,20 @@ pub struct ExportArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Print a JSON summary instead of the progress bar.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `userexport bench` options.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// How many fake users to seed into the throwaway database.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub users: u64,
+    /// Population seed of the fake users.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
 }

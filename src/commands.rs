@@ -76,27 +76,14 @@ pub async fn users_seed(
                 .await?
         }
     };
-    const CHUNK: u64 = 20_000;
     let started = Instant::now();
     let bar = (!as_json).then(|| progress_bar(count, "seeding"));
-    let mut done = 0;
-    while done < count {
-        let n = CHUNK.min(count - done);
-        let start = offset + done;
-        // Generating is CPU work; do it off the async runtime's worker threads.
-        let users =
-            tokio::task::spawn_blocking(move || (start..start + n).map(|i| fake::user(seed, i)).collect::<Vec<_>>())
-                .await
-                .context("user generator panicked")?;
-        store
-            .insert_users(&project, &users)
-            .await
-            .with_context(|| format!("inserting users {start}..{}", start + n))?;
-        done += n;
+    seed_users(store, &project, seed, offset, count, |done| {
         if let Some(b) = &bar {
             b.set_position(done);
         }
-    }
+    })
+    .await?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -113,6 +100,47 @@ pub async fn users_seed(
         );
     }
     Ok(())
+}
+
+/// What [`seed_users`] inserted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seeded {
+    /// Users inserted.
+    pub inserted: u64,
+    /// How many of them are test users (excluded from exports by default).
+    pub test_users: u64,
+}
+
+/// Users inserted per [`Store::insert_users`] call by [`seed_users`].
+pub const SEED_CHUNK: u64 = 20_000;
+
+/// Inserts the deterministic fake users `offset..offset + count` of population `seed`
+/// ([`fake::user`]) into `project`, in chunks of [`SEED_CHUNK`]; calls `progress` with the number
+/// inserted so far after each chunk.
+pub async fn seed_users(
+    store: &Store,
+    project: &ProjectId,
+    seed: u64,
+    offset: u64,
+    count: u64,
+    mut progress: impl FnMut(u64),
+) -> anyhow::Result<Seeded> {
+    let mut done = 0;
+    let mut test_users = 0;
+    while done < count {
+        let n = SEED_CHUNK.min(count - done);
+        let start = offset + done;
+        // Generating is CPU work; do it off the async runtime's worker threads.
+        let users =
+            tokio::task::spawn_blocking(move || (start..start + n).map(|i| fake::user(seed, i)).collect::<Vec<_>>())
+                .await
+                .context("user generator panicked")?;
+        test_users += users.iter().filter(|u| u.test).count() as u64;
+        store.insert_users(project, &users).await.with_context(|| format!("inserting users {start}..{}", start + n))?;
+        done += n;
+        progress(done);
+    }
+    Ok(Seeded { inserted: done, test_users })
 }
 
 /// `keys create`.
@@ -189,7 +217,7 @@ async fn local_signing_key(
     Ok((kid, file.private_pem))
 }
 
-fn progress_bar(len: u64, what: &str) -> ProgressBar {
+pub(crate) fn progress_bar(len: u64, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(len);
     bar.set_style(
         ProgressStyle::with_template(&format!(

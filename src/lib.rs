@@ -2,6 +2,7 @@
 //! `src/main.rs` only parses arguments and dispatches; integration tests reuse [`app`].
 
 pub mod app;
+pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod config;

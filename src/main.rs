@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use userexport::cli::{Cli, Command, KeysCommand, ProjectCommand, TokenCommand, UsersCommand};
-use userexport::{app, commands, telemetry};
+use userexport::{app, bench, commands, telemetry};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -35,6 +35,7 @@ async fn run(command: Command, settings: userexport::config::Settings) -> anyhow
         Command::Up => app::up(settings).await,
         Command::Serve => app::serve(settings).await,
         Command::Worker(args) => app::worker(settings, args.concurrency).await,
+        Command::Bench(args) => bench::run(&settings, &args).await,
         Command::Migrate => {
             app::build(&settings).await?;
             println!("migrations applied");
@@ -66,7 +67,9 @@ async fn run(command: Command, settings: userexport::config::Settings) -> anyhow
                     .await
                 }
                 Command::Export(args) => commands::export(&c.store, &args).await,
-                Command::Up | Command::Serve | Command::Worker(_) | Command::Migrate => unreachable!("handled above"),
+                Command::Up | Command::Serve | Command::Worker(_) | Command::Migrate | Command::Bench(_) => {
+                    unreachable!("handled above")
+                }
             }
         }
     }

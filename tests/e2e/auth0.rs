@@ -404,3 +404,46 @@ async fn node_sdk_exports_and_errors() {
     run_sdk_script(cmd, &app, fixture.path()).await;
     app.stop().await;
 }
+
+/// `percentage_done` and `time_left_seconds` come from real counts: during a 200k-user export they
+/// are seen strictly between 0 and 100 and never go backwards; the file then holds every user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn progress_moves_during_a_200k_user_export() {
+    let Some(app) = spawn_app(Mode::Production).await else { return };
+    const USERS: u64 = 200_000;
+    for start in (0..USERS).step_by(20_000) {
+        let chunk: Vec<User> = (start..start + 20_000).map(|i| userexport_domain::fake::user(5, i)).collect();
+        app.components.store.insert_users(&app.project, &chunk).await.expect("insert users");
+    }
+    let visible = (0..USERS).filter(|&i| !userexport_domain::fake::user(5, i).test).count() as u64;
+    let resp =
+        app.post("/api/v2/jobs/users-exports", &json!({"format": "json", "fields": [{"name": "user_id"}]})).await;
+    assert_eq!(resp.status(), 200);
+    let id = resp.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+
+    let mut seen: Vec<(u64, Option<u64>)> = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    let done = loop {
+        let body: Value = app.get(&format!("/api/v2/jobs/{id}")).await.json().await.unwrap();
+        let pct = body["percentage_done"].as_u64().unwrap_or(0);
+        if body["status"] == "processing" {
+            seen.push((pct, body["time_left_seconds"].as_u64()));
+        }
+        if body["status"] != "pending" && body["status"] != "processing" {
+            break body;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "export did not finish; last {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(done["status"], "completed", "{done}");
+    // As in Auth0, only a processing job carries progress fields.
+    assert!(done.get("percentage_done").is_none(), "{done}");
+    let midway: Vec<_> = seen.iter().filter(|(p, _)| (1..100).contains(p)).collect();
+    assert!(!midway.is_empty(), "no progress seen between 0 and 100: {seen:?}");
+    assert!(midway.iter().all(|(_, left)| left.is_some()), "time_left_seconds missing midway: {seen:?}");
+    assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0), "progress went backwards: {seen:?}");
+    let (status, bytes) = app.download(done["location"].as_str().unwrap()).await;
+    assert_eq!(status, 200);
+    assert_eq!(gunzip(&bytes).lines().count() as u64, visible);
+    app.stop().await;
+}

@@ -2,6 +2,7 @@
 
 mod auth0;
 mod bad_input;
+mod bench;
 mod cli;
 mod exports;
 mod helpers;

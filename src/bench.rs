@@ -1,0 +1,714 @@
+//! `userexport bench`: how far full exports are from what Postgres can stream (issue #8).
+//!
+//! One run, on the Postgres of `USEREXPORT_DATABASE_URL` (used as the admin connection):
+//!
+//! 1. creates a throwaway database `userexport_bench_<random>` (dropped at the end, also on errors
+//!    and Ctrl-C), migrates it, creates a project and seeds `--users` deterministic fake users
+//!    ([`fake::user`], through [`commands::seed_users`]);
+//! 2. times two **anchors**: `COPY … TO STDOUT` of the columns the export reads, in CSV and as
+//!    `row_to_json` lines, written to a local temp file — the floor an export could reach;
+//! 3. times three full **exports** through the production path: a `userexport worker` child process,
+//!    the task row inserted and enqueued as the API does ([`service::new_task`], Redis queue), S3
+//!    upload; wall time from enqueue to `completed`. Each export is checked: `rows_written` equals the
+//!    number of non-test users and the stored object's size equals `bytes_written`;
+//! 4. reads the worker's peak RSS (`VmHWM`) per export (reset through `/proc/<pid>/clear_refs`
+//!    before each one where the kernel allows it) and once more before stopping the worker;
+//! 5. prints a table, or one JSON object with `--json`. Progress goes to stderr.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use chrono::Utc;
+use futures_util::StreamExt;
+use sea_orm::ConnectionTrait;
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
+use userexport_api::ApiDialect;
+use userexport_api::service::{self, NewExport};
+use userexport_domain::{ExportFormat, ExportSpec, JsonPointer, ProjectId, TaskStatus};
+use userexport_store::{Backend, Store};
+
+use crate::app::{self, Components};
+use crate::cli::BenchArgs;
+use crate::commands;
+use crate::config::{QueueSettings, Settings, StorageSettings};
+
+/// The columns the export reads from `users` (every column of the users entity), in table order.
+pub const USER_COLUMNS: &str = "seq, project_id, user_id, login_ids, username, email, email_verified, phone, \
+    phone_verified, name, given_name, middle_name, family_name, nickname, picture, gender, birthdate, zoneinfo, \
+    locale, website, profile, address, status, test, roles, tenants, custom_attributes, sso_app_ids, \
+    authenticators, created_at, updated_at, last_login_at, logins_count";
+
+/// Fields of the narrow CSV case.
+pub const FIVE_POINTERS: [&str; 5] = ["/sub", "/email", "/phone_number", "/name", "/created_at"];
+
+/// How often a running export is polled.
+const POLL: Duration = Duration::from_millis(50);
+
+/// How often progress of a running export is printed.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// How long the worker may take to exit after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One timed `COPY` anchor.
+#[derive(Debug, Clone, Serialize)]
+pub struct AnchorResult {
+    /// `copy_csv` or `copy_ndjson`.
+    pub case: String,
+    /// Output format the anchor stands for.
+    pub format: ExportFormat,
+    /// Rows streamed (without the CSV header).
+    pub rows: u64,
+    /// Bytes written to the temp file.
+    pub bytes: u64,
+    /// Wall time of the `COPY`, including writing the file.
+    pub seconds: f64,
+    /// `rows / seconds`.
+    pub users_per_second: f64,
+    /// Always 1: an anchor is its own reference.
+    pub ratio: f64,
+}
+
+/// One timed export through the worker process.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseResult {
+    /// `csv_41_fields`, `csv_5_fields` or `ndjson_full`.
+    pub case: String,
+    /// Output format.
+    pub format: ExportFormat,
+    /// Number of fields (0: the whole record).
+    pub fields: usize,
+    /// `rows_written` of the completed task.
+    pub rows: u64,
+    /// `bytes_written` of the completed task (checked against the stored object).
+    pub bytes: u64,
+    /// Wall time from enqueue to `completed`.
+    pub seconds: f64,
+    /// `rows / seconds`.
+    pub users_per_second: f64,
+    /// The anchor this case is compared with.
+    pub anchor: String,
+    /// `seconds / anchor seconds`: how many times slower than `COPY` the export is.
+    pub ratio: f64,
+    /// Peak resident set size of the worker process during this export, in MiB (`None` where
+    /// `/proc` is unavailable).
+    pub worker_peak_rss_mib: Option<f64>,
+}
+
+/// Everything one `bench` run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// Users seeded.
+    pub users: u64,
+    /// Population seed.
+    pub seed: u64,
+    /// Non-test users: the rows every anchor and export must produce.
+    pub expected_rows: u64,
+    /// Name of the throwaway database (already dropped when the report is printed).
+    pub database: String,
+    /// Seconds spent seeding.
+    pub seed_seconds: f64,
+    /// The `COPY` anchors.
+    pub anchors: Vec<AnchorResult>,
+    /// The exports.
+    pub cases: Vec<CaseResult>,
+    /// Whether the worker's peak RSS was reset before each export (else the per-case values are
+    /// cumulative).
+    pub rss_reset_per_case: bool,
+    /// Peak RSS of the worker over its whole life, read right before stopping it, in MiB.
+    pub worker_peak_rss_mib: Option<f64>,
+}
+
+/// Runs the benchmark with `settings` (which must name Postgres, Redis and S3) and prints the report.
+pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<()> {
+    if args.users == 0 {
+        bail!("--users must be at least 1");
+    }
+    let QueueSettings::Redis { url: redis_url, prefix } = &settings.queue else {
+        bail!("bench measures the production path: set USEREXPORT_REDIS_URL (the queue must be Redis)");
+    };
+    if !matches!(settings.storage, StorageSettings::S3 { .. }) {
+        bail!(
+            "bench measures the production path: set USEREXPORT_S3_BUCKET, USEREXPORT_S3_ACCESS_KEY_ID and \
+             USEREXPORT_S3_SECRET_ACCESS_KEY (and USEREXPORT_S3_ENDPOINT for S3-compatible servers)"
+        );
+    }
+    let admin_url = &settings.database_url;
+    if !(admin_url.starts_with("postgres://") || admin_url.starts_with("postgresql://")) {
+        bail!(
+            "bench needs Postgres: set --database-url / USEREXPORT_DATABASE_URL to a postgres:// URL of a user \
+             allowed to create databases"
+        );
+    }
+    let suffix = random_suffix();
+    let db_name = format!("userexport_bench_{suffix}");
+    let admin = Store::connect_with(admin_url, 1).await.context("cannot connect to the Postgres admin database")?;
+    if admin.backend() != Backend::Postgres {
+        bail!("bench needs Postgres");
+    }
+    admin
+        .connection()
+        .execute_unprepared(&format!("CREATE DATABASE \"{db_name}\""))
+        .await
+        .with_context(|| format!("cannot create the database {db_name}"))?;
+    eprintln!("bench: created database {db_name}");
+
+    let mut bench_settings = settings.clone();
+    bench_settings.database_url = database_url(admin_url, &db_name)?;
+    // A queue of its own, so that no other worker on this Redis takes the bench's jobs.
+    bench_settings.queue = QueueSettings::Redis { url: redis_url.clone(), prefix: format!("{prefix}-bench-{suffix}") };
+    let scratch = std::env::temp_dir().join(&db_name);
+
+    let result = tokio::select! {
+        r = run_in(&bench_settings, args, &db_name, &scratch) => r,
+        () = app::os_signal() => Err(anyhow!("interrupted")),
+    };
+
+    let _ = std::fs::remove_dir_all(&scratch);
+    let dropped = admin
+        .connection()
+        .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{db_name}\" WITH (FORCE)"))
+        .await
+        .with_context(|| format!("cannot drop the bench database {db_name}; drop it by hand"));
+    let _ = admin.connection().close_by_ref().await;
+    let report = match (result, dropped) {
+        (Ok(report), Ok(_)) => {
+            eprintln!("bench: dropped database {db_name}");
+            report
+        }
+        (Ok(_), Err(e)) => return Err(e),
+        (Err(e), Ok(_)) => {
+            eprintln!("bench: dropped database {db_name}");
+            return Err(e);
+        }
+        (Err(e), Err(drop_err)) => {
+            eprintln!("error: {drop_err:#}");
+            return Err(e);
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", render_table(&report));
+    }
+    Ok(())
+}
+
+/// Everything between creating and dropping the database.
+async fn run_in(settings: &Settings, args: &BenchArgs, db_name: &str, scratch: &Path) -> anyhow::Result<BenchReport> {
+    let c = app::build(settings).await?;
+    let (project, _key) = c.store.create_project("bench").await?;
+    // Started before seeding so that its start-up is over long before the first timed export.
+    let mut worker = WorkerProcess::spawn(settings)?;
+    eprintln!("bench: worker process {} started", worker.pid());
+
+    eprintln!("bench: seeding {} users (seed {})", args.users, args.seed);
+    let started = Instant::now();
+    let bar = commands::progress_bar(args.users, "seeding");
+    let seeded =
+        commands::seed_users(&c.store, &project.id, args.seed, 0, args.users, |done| bar.set_position(done)).await?;
+    bar.finish_and_clear();
+    let seed_seconds = started.elapsed().as_secs_f64();
+    let expected_rows = seeded.inserted - seeded.test_users;
+    eprintln!(
+        "bench: seeded {} users ({} test users) in {seed_seconds:.1}s; exports must hold {expected_rows} rows",
+        seeded.inserted, seeded.test_users
+    );
+    analyze(&c.store).await?;
+
+    std::fs::create_dir_all(scratch).with_context(|| format!("cannot create {}", scratch.display()))?;
+    let anchors = vec![
+        copy_anchor(&c.store, &project.id, ExportFormat::Csv, &scratch.join("copy.csv")).await?,
+        copy_anchor(&c.store, &project.id, ExportFormat::Ndjson, &scratch.join("copy.ndjson")).await?,
+    ];
+    for a in &anchors {
+        check_rows(&a.case, a.rows, expected_rows)?;
+    }
+
+    let mut keys = Vec::new();
+    let cases = run_cases(&c, &project.id, &mut worker, &anchors, expected_rows, &mut keys).await;
+    let stopped = worker.stop().await;
+    for key in &keys {
+        if let Err(e) = c.storage.delete(key).await {
+            eprintln!("bench: warning: cannot delete {key}: {e}");
+        }
+    }
+    let (cases, rss_reset_per_case) = cases?;
+    let worker_peak_rss_mib = stopped?;
+    Ok(BenchReport {
+        users: seeded.inserted,
+        seed: args.seed,
+        expected_rows,
+        database: db_name.to_owned(),
+        seed_seconds,
+        anchors,
+        cases,
+        rss_reset_per_case,
+        worker_peak_rss_mib,
+    })
+}
+
+/// Fresh planner statistics after the bulk load, as a production table would have.
+async fn analyze(store: &Store) -> anyhow::Result<()> {
+    store.connection().execute_unprepared("ANALYZE users").await.context("ANALYZE users")?;
+    Ok(())
+}
+
+fn check_rows(case: &str, rows: u64, expected: u64) -> anyhow::Result<()> {
+    if rows != expected {
+        bail!("{case} produced {rows} rows, expected {expected} (the non-test users)");
+    }
+    Ok(())
+}
+
+/// The three exports: a warm-up first (not reported), then the measured cases. Returns the results
+/// and whether the worker's peak RSS could be reset before each; `keys` collects the objects written.
+async fn run_cases(
+    c: &Components,
+    project: &ProjectId,
+    worker: &mut WorkerProcess,
+    anchors: &[AnchorResult],
+    expected_rows: u64,
+    keys: &mut Vec<String>,
+) -> anyhow::Result<(Vec<CaseResult>, bool)> {
+    let pointer = |p: &str| JsonPointer::parse(p).map_err(|e| anyhow!("{e}"));
+    // Warm-up: proves the worker consumes the queue and warms its pools, so that the first measured
+    // case does not pay for the worker's start-up.
+    let warm = ExportSpec::builder(ExportFormat::Csv).field(pointer("/sub")?, None).limit(1).build()?;
+    let run = run_task(c, project, &warm, worker, "warm-up").await?;
+    keys.push(run.key);
+    check_rows("warm-up", run.rows, expected_rows.min(1))?;
+
+    let mut five = ExportSpec::builder(ExportFormat::Csv);
+    for p in FIVE_POINTERS {
+        five = five.field(pointer(p)?, None);
+    }
+    let specs = [
+        ("csv_41_fields", ExportSpec::builder(ExportFormat::Csv).build()?),
+        ("csv_5_fields", five.build()?),
+        ("ndjson_full", ExportSpec::builder(ExportFormat::Ndjson).build()?),
+    ];
+    let mut results = Vec::new();
+    let mut reset_every_time = true;
+    for (name, spec) in specs {
+        let anchor = anchors
+            .iter()
+            .find(|a| a.format == spec.format())
+            .ok_or_else(|| anyhow!("no anchor for {}", spec.format()))?;
+        reset_every_time &= worker.reset_peak_rss();
+        eprintln!("bench: {name}: exporting through the worker");
+        let run = run_task(c, project, &spec, worker, name).await?;
+        keys.push(run.key);
+        check_rows(name, run.rows, expected_rows)?;
+        let r = CaseResult {
+            case: name.to_owned(),
+            format: spec.format(),
+            fields: spec.fields().len(),
+            rows: run.rows,
+            bytes: run.bytes,
+            seconds: run.seconds,
+            users_per_second: per_second(run.rows, run.seconds),
+            anchor: anchor.case.clone(),
+            ratio: run.seconds / anchor.seconds.max(1e-9),
+            worker_peak_rss_mib: worker.peak_rss_mib(),
+        };
+        eprintln!(
+            "bench: {name}: {} rows, {} bytes in {:.2}s ({:.0} users/s, {:.2}× {})",
+            r.rows, r.bytes, r.seconds, r.users_per_second, r.ratio, r.anchor
+        );
+        results.push(r);
+    }
+    Ok((results, reset_every_time))
+}
+
+/// A finished, verified export.
+struct TaskRun {
+    rows: u64,
+    bytes: u64,
+    seconds: f64,
+    key: String,
+}
+
+/// Creates a task as the API does, enqueues it and waits until the worker completes it.
+async fn run_task(
+    c: &Components,
+    project: &ProjectId,
+    spec: &ExportSpec,
+    worker: &mut WorkerProcess,
+    name: &str,
+) -> anyhow::Result<TaskRun> {
+    let new = NewExport {
+        dialect: ApiDialect::Native,
+        spec: spec.clone(),
+        request: serde_json::to_value(spec)?,
+        idempotency_key: None,
+    };
+    let task = service::new_task(project, &new, Utc::now());
+    let (task, _) = c.store.insert_task(&task, None).await.context("cannot insert the export task")?;
+    let enqueued_at = Utc::now();
+    let started = Instant::now();
+    c.queue.enqueue(&task.id).await.context("cannot enqueue the export")?;
+    let mut last_report = Instant::now();
+    let done = loop {
+        tokio::time::sleep(POLL).await;
+        worker.check_alive()?;
+        let t = c.store.get_task(project, &task.id).await?.ok_or_else(|| anyhow!("task {} vanished", task.id))?;
+        match t.status {
+            TaskStatus::Completed => break t,
+            TaskStatus::Pending | TaskStatus::Processing => {
+                if last_report.elapsed() >= PROGRESS_EVERY {
+                    last_report = Instant::now();
+                    let total = t.rows_total.map(|n| n.to_string()).unwrap_or_else(|| "?".into());
+                    eprintln!("bench: {name}: {} {}/{total} rows", t.status, t.rows_written);
+                }
+            }
+            other => {
+                let error = t.error.map(|e| format!("{} ({})", e.message, e.code)).unwrap_or_default();
+                bail!("{name}: the export ended {other}: {error}");
+            }
+        }
+    };
+    let observed = started.elapsed();
+    // The worker stamps `finished_at` from the same clock right when it completes the task, which is
+    // sharper than the polling interval; the observed time is the fallback.
+    let seconds = done
+        .finished_at
+        .and_then(|f| (f - enqueued_at).to_std().ok())
+        .filter(|d| *d <= observed)
+        .unwrap_or(observed)
+        .as_secs_f64();
+    let key = done.object_key.clone().ok_or_else(|| anyhow!("{name}: completed without an object key"))?;
+    if done.download_url.is_none() {
+        bail!("{name}: completed without a download URL");
+    }
+    match c.storage.head(&key).await.with_context(|| format!("{name}: HEAD {key}"))? {
+        Some(size) if size == done.bytes_written && size > 0 => {}
+        Some(size) => bail!("{name}: the object has {size} bytes, the task says {}", done.bytes_written),
+        None => bail!("{name}: the object {key} does not exist"),
+    }
+    Ok(TaskRun { rows: done.rows_written, bytes: done.bytes_written, seconds, key })
+}
+
+/// Times `COPY (SELECT <the export's columns> …) TO STDOUT` into `path`.
+async fn copy_anchor(
+    store: &Store,
+    project: &ProjectId,
+    format: ExportFormat,
+    path: &Path,
+) -> anyhow::Result<AnchorResult> {
+    let project = project.as_str().replace('\'', "''");
+    let select = format!("SELECT {USER_COLUMNS} FROM users WHERE project_id = '{project}' AND NOT test ORDER BY seq");
+    let (case, sql) = match format {
+        ExportFormat::Csv => ("copy_csv", format!("COPY ({select}) TO STDOUT WITH (FORMAT csv, HEADER)")),
+        ExportFormat::Ndjson => ("copy_ndjson", format!("COPY (SELECT row_to_json(u) FROM ({select}) u) TO STDOUT")),
+    };
+    eprintln!("bench: {case}: streaming COPY into {}", path.display());
+    let pool = store.connection().get_postgres_connection_pool();
+    let started = Instant::now();
+    let mut conn = pool.acquire().await.context("cannot get a Postgres connection")?;
+    let mut stream = conn.copy_out_raw(&sql).await.with_context(|| format!("{case}: COPY failed to start"))?;
+    let file = tokio::fs::File::create(path).await.with_context(|| format!("cannot create {}", path.display()))?;
+    let mut out = tokio::io::BufWriter::with_capacity(1 << 20, file);
+    let mut counter = RowCounter::new(format);
+    let mut bytes = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.with_context(|| format!("{case}: COPY failed"))?;
+        counter.feed(&chunk);
+        bytes += chunk.len() as u64;
+        out.write_all(&chunk).await.with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    out.flush().await.with_context(|| format!("cannot write {}", path.display()))?;
+    let seconds = started.elapsed().as_secs_f64();
+    drop(stream);
+    drop(conn);
+    let _ = tokio::fs::remove_file(path).await;
+    let rows = counter.rows();
+    eprintln!("bench: {case}: {rows} rows, {bytes} bytes in {seconds:.2}s");
+    Ok(AnchorResult {
+        case: case.to_owned(),
+        format,
+        rows,
+        bytes,
+        seconds,
+        users_per_second: per_second(rows, seconds),
+        ratio: 1.0,
+    })
+}
+
+/// Counts rows of `COPY` output: newlines outside quotes (CSV, minus the header line) or newlines
+/// (text format, which escapes newlines inside values).
+struct RowCounter {
+    csv: bool,
+    in_quotes: bool,
+    lines: u64,
+}
+
+impl RowCounter {
+    fn new(format: ExportFormat) -> Self {
+        Self { csv: format == ExportFormat::Csv, in_quotes: false, lines: 0 }
+    }
+
+    fn feed(&mut self, data: &[u8]) {
+        for &b in data {
+            match b {
+                // A doubled quote inside a quoted field toggles twice: no net change.
+                b'"' if self.csv => self.in_quotes = !self.in_quotes,
+                b'\n' if !self.in_quotes => self.lines += 1,
+                _ => {}
+            }
+        }
+    }
+
+    fn rows(&self) -> u64 {
+        if self.csv { self.lines.saturating_sub(1) } else { self.lines }
+    }
+}
+
+fn per_second(rows: u64, seconds: f64) -> f64 {
+    rows as f64 / seconds.max(1e-9)
+}
+
+/// `admin_url` with its database replaced by `name`.
+fn database_url(admin_url: &str, name: &str) -> anyhow::Result<String> {
+    let mut url = url::Url::parse(admin_url).context("USEREXPORT_DATABASE_URL is not a URL")?;
+    url.set_path(&format!("/{name}"));
+    Ok(url.to_string())
+}
+
+fn random_suffix() -> String {
+    use rand::Rng;
+    let mut r = rand::rng();
+    (0..12)
+        .map(|_| {
+            let i = r.random_range(0..36u8);
+            (if i < 10 { b'0' + i } else { b'a' + i - 10 }) as char
+        })
+        .collect()
+}
+
+/// A `userexport worker` child process, killed if dropped while running.
+struct WorkerProcess {
+    child: std::process::Child,
+}
+
+impl WorkerProcess {
+    /// Starts `<this binary> worker` with `settings` passed as `USEREXPORT_*` variables (they beat
+    /// any inherited variable and config file).
+    fn spawn(settings: &Settings) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("cannot find the userexport binary")?;
+        let mut cmd = std::process::Command::new(exe);
+        cmd.arg("worker").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit());
+        for (name, value) in child_env(settings) {
+            match value {
+                Some(v) => cmd.env(name, v),
+                None => cmd.env_remove(name),
+            };
+        }
+        let child = cmd.spawn().context("cannot start the worker process")?;
+        Ok(Self { child })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn check_alive(&mut self) -> anyhow::Result<()> {
+        match self.child.try_wait()? {
+            Some(status) => bail!("the worker process exited early ({status}); see its log above"),
+            None => Ok(()),
+        }
+    }
+
+    fn proc_file(&self, name: &str) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/{name}", self.pid()))
+    }
+
+    /// Resets `VmHWM` to the current RSS (Linux ≥ 4.0); false where that is not possible.
+    fn reset_peak_rss(&self) -> bool {
+        std::fs::write(self.proc_file("clear_refs"), "5").is_ok()
+    }
+
+    /// `VmHWM` in MiB.
+    fn peak_rss_mib(&self) -> Option<f64> {
+        let status = std::fs::read_to_string(self.proc_file("status")).ok()?;
+        parse_vm_hwm_kib(&status).map(|kib| kib as f64 / 1024.0)
+    }
+
+    /// Reads the peak RSS, then stops the worker with SIGTERM and waits for it to exit.
+    async fn stop(mut self) -> anyhow::Result<Option<f64>> {
+        self.check_alive()?;
+        let peak = self.peak_rss_mib();
+        let sent = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while sent && Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                if !status.success() {
+                    eprintln!("bench: warning: the worker exited with {status}");
+                }
+                return Ok(peak);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        eprintln!("bench: warning: the worker did not stop on SIGTERM; killing it");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        Ok(peak)
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `VmHWM` of a `/proc/<pid>/status` text, in KiB.
+fn parse_vm_hwm_kib(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line["VmHWM:".len()..].trim().trim_end_matches("kB").trim().parse().ok()
+}
+
+fn millis(d: Duration) -> String {
+    format!("{}ms", d.as_millis())
+}
+
+/// The worker's environment: every setting a worker uses; `None` removes the variable.
+fn child_env(s: &Settings) -> Vec<(&'static str, Option<String>)> {
+    let mut env = vec![
+        ("USEREXPORT_DATA_DIR", Some(s.data_dir.display().to_string())),
+        ("USEREXPORT_DATABASE_URL", Some(s.database_url.clone())),
+        ("USEREXPORT_LOG", Some(s.log.clone())),
+        ("USEREXPORT_DOWNLOAD_URL_TTL", Some(millis(s.download_url_ttl))),
+        ("USEREXPORT_RETENTION", Some(millis(s.retention))),
+        ("USEREXPORT_WORKER_CONCURRENCY", Some(s.worker_concurrency.to_string())),
+        ("USEREXPORT_LEASE", Some(millis(s.lease))),
+        ("USEREXPORT_SWEEP_INTERVAL", Some(millis(s.sweep_interval))),
+    ];
+    if let Some(secret) = &s.signing_secret {
+        env.push(("USEREXPORT_SIGNING_SECRET", Some(secret.clone())));
+    }
+    if let QueueSettings::Redis { url, prefix } = &s.queue {
+        env.push(("USEREXPORT_REDIS_URL", Some(url.clone())));
+        env.push(("USEREXPORT_QUEUE_PREFIX", Some(prefix.clone())));
+    }
+    if let StorageSettings::S3 { endpoint, bucket, region, access_key_id, secret_access_key, force_path_style } =
+        &s.storage
+    {
+        env.extend([
+            ("USEREXPORT_S3_ENDPOINT", endpoint.clone()),
+            ("USEREXPORT_S3_BUCKET", Some(bucket.clone())),
+            ("USEREXPORT_S3_REGION", Some(region.clone())),
+            ("USEREXPORT_S3_ACCESS_KEY_ID", Some(access_key_id.clone())),
+            ("USEREXPORT_S3_SECRET_ACCESS_KEY", Some(secret_access_key.clone())),
+            ("USEREXPORT_S3_FORCE_PATH_STYLE", Some(force_path_style.to_string())),
+        ]);
+    }
+    env
+}
+
+/// The human-readable table of a report.
+pub fn render_table(r: &BenchReport) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let rss = |v: Option<f64>| v.map(|m| format!("{m:.1}")).unwrap_or_else(|| "-".into());
+    let _ = writeln!(
+        s,
+        "{:<14} {:>10} {:>14} {:>9} {:>10} {:>7} {:>14}",
+        "case", "users", "bytes", "seconds", "users/s", "ratio", "worker RSS MiB"
+    );
+    for a in &r.anchors {
+        let _ = writeln!(
+            s,
+            "{:<14} {:>10} {:>14} {:>9.2} {:>10.0} {:>7.2} {:>14}",
+            a.case, a.rows, a.bytes, a.seconds, a.users_per_second, a.ratio, "-"
+        );
+    }
+    for c in &r.cases {
+        let _ = writeln!(
+            s,
+            "{:<14} {:>10} {:>14} {:>9.2} {:>10.0} {:>7.2} {:>14}",
+            c.case,
+            c.rows,
+            c.bytes,
+            c.seconds,
+            c.users_per_second,
+            c.ratio,
+            rss(c.worker_peak_rss_mib)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\n{} users seeded (seed {}), {} exported; ratio = seconds ÷ the COPY anchor of the same format; \
+         worker peak RSS over the run: {} MiB{}",
+        r.users,
+        r.seed,
+        r.expected_rows,
+        rss(r.worker_peak_rss_mib),
+        if r.rss_reset_per_case { "" } else { " (per-case values are cumulative: VmHWM could not be reset)" }
+    );
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_rows_ignore_newlines_in_quoted_fields() {
+        let mut c = RowCounter::new(ExportFormat::Csv);
+        c.feed(b"a,b\n1,\"x\ny\"\n2,\"say \"\"hi");
+        c.feed(b"\"\"\"\n");
+        assert_eq!(c.rows(), 2);
+        let mut t = RowCounter::new(ExportFormat::Ndjson);
+        t.feed(b"{\"a\":\"\\\\n\"}\n{}\n");
+        assert_eq!(t.rows(), 2);
+    }
+
+    #[test]
+    fn vm_hwm_is_read_in_kib() {
+        let status = "Name:\tuserexport\nVmPeak:\t  20000 kB\nVmHWM:\t    8192 kB\nVmRSS:\t 4096 kB\n";
+        assert_eq!(parse_vm_hwm_kib(status), Some(8192));
+        assert_eq!(parse_vm_hwm_kib("Name: x\n"), None);
+    }
+
+    #[test]
+    fn database_url_keeps_credentials_and_options() {
+        let u = database_url("postgres://u:p@db:5432/postgres?sslmode=disable", "userexport_bench_x").unwrap();
+        assert_eq!(u, "postgres://u:p@db:5432/userexport_bench_x?sslmode=disable");
+    }
+
+    #[test]
+    fn the_worker_gets_every_production_setting() {
+        let env: std::collections::HashMap<&str, &str> = [
+            ("USEREXPORT_DATABASE_URL", "postgres://127.0.0.1/x"),
+            ("USEREXPORT_REDIS_URL", "redis://127.0.0.1:6379"),
+            ("USEREXPORT_S3_BUCKET", "exports"),
+            ("USEREXPORT_S3_ENDPOINT", "http://127.0.0.1:9000"),
+            ("USEREXPORT_SIGNING_SECRET", "0123456789abcdef0123456789abcdef"),
+            ("USEREXPORT_S3_ACCESS_KEY_ID", "AK"),
+            ("USEREXPORT_S3_SECRET_ACCESS_KEY", "SK"),
+            ("USEREXPORT_LEASE", "1500ms"),
+        ]
+        .into_iter()
+        .collect();
+        let settings =
+            crate::config::ConfigArgs::default().resolve_with(&|n| env.get(n).map(|v| (*v).to_owned())).unwrap();
+        let child: std::collections::HashMap<&str, String> =
+            child_env(&settings).into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect();
+        let again =
+            crate::config::ConfigArgs::default().resolve_with(&|n| child.get(n).cloned()).expect("child settings");
+        assert!(again == settings, "the worker would resolve different settings");
+    }
+}
