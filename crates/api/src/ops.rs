@@ -145,8 +145,23 @@ impl tracing_actix_web::RootSpanBuilder for RedactedRootSpan {
         )
     }
 
+    /// Records the status; server errors are logged at `error`, client errors only at `debug` (a
+    /// stream of 401s and 404s is normal traffic, not something to page anyone about).
     fn on_request_end<B: MessageBody>(span: tracing::Span, outcome: &Result<ServiceResponse<B>, actix_web::Error>) {
-        tracing_actix_web::DefaultRootSpanBuilder::on_request_end(span, outcome);
+        let (status, error) = match outcome {
+            Ok(res) => (res.status(), res.response().error()),
+            Err(e) => (e.as_response_error().status_code(), Some(e)),
+        };
+        span.record("http.status_code", status.as_u16());
+        span.record("otel.status_code", if status.is_server_error() { "ERROR" } else { "OK" });
+        let Some(error) = error else { return };
+        span.record("exception.message", tracing::field::display(error));
+        if status.is_server_error() {
+            span.record("exception.details", tracing::field::debug(error));
+            tracing::error!(parent: &span, status = status.as_u16(), error = %error, "request failed");
+        } else {
+            tracing::debug!(parent: &span, status = status.as_u16(), error = %error, "request refused");
+        }
     }
 }
 
@@ -237,6 +252,36 @@ mod tests {
         assert!(text.contains("inside the handler") && text.contains("request_id"), "{text}");
         assert!(text.contains("/downloads/f.csv"), "{text}");
         assert!(!text.contains("deadbeefcafe") && !text.contains("sig="), "{text}");
+    }
+
+    #[actix_web::test]
+    async fn client_errors_stay_quiet_and_server_errors_are_logged() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber =
+            tracing_subscriber::fmt().with_max_level(tracing::Level::INFO).with_writer(move || writer.clone()).finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        async fn missing() -> Result<HttpResponse, ApiError> {
+            Err(ApiError::new(ApiDialect::Native, userexport_domain::Code::TaskNotFound))
+        }
+        async fn broken() -> Result<HttpResponse, ApiError> {
+            Err(ApiError::internal(ApiDialect::Native, std::io::Error::other("disk on fire")))
+        }
+        let app = atest::init_service(
+            App::new()
+                .wrap(tracing_actix_web::TracingLogger::<RedactedRootSpan>::new())
+                .route("/missing", web::get().to(missing))
+                .route("/broken", web::get().to(broken)),
+        )
+        .await;
+        let res = atest::call_service(&app, atest::TestRequest::get().uri("/missing").to_request()).await;
+        assert_eq!(res.status().as_u16(), 404);
+        let logged = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert!(logged.is_empty(), "a 404 is not logged at info: {logged}");
+        let res = atest::call_service(&app, atest::TestRequest::get().uri("/broken").to_request()).await;
+        assert_eq!(res.status().as_u16(), 500);
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("ERROR") && text.contains("request failed"), "{text}");
     }
 
     #[actix_web::test]
