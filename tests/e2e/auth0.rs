@@ -301,29 +301,6 @@ async fn oauth_tokens_authenticate_the_dialect(app: &TestApp) {
     assert_eq!(r.status(), 200);
 }
 
-/// Runs a scenario against a fresh app in each mode.
-macro_rules! in_both_modes {
-    ($($scenario:ident),+ $(,)?) => {$(
-        mod $scenario {
-            use crate::helpers::{Mode, spawn_app};
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn embedded() {
-                let Some(app) = spawn_app(Mode::Embedded).await else { return };
-                super::$scenario(&app).await;
-                app.stop().await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn production() {
-                let Some(app) = spawn_app(Mode::Production).await else { return };
-                super::$scenario(&app).await;
-                app.stop().await;
-            }
-        }
-    )+};
-}
-
 in_both_modes!(
     csv_round_trip,
     json_round_trip_with_limit,

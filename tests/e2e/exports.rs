@@ -164,29 +164,6 @@ async fn other_projects_tasks_are_404_and_credentials_are_required(app: &TestApp
     assert_eq!(body["error"]["reason"], "TaskNotFound");
 }
 
-/// Runs a scenario against a fresh app in each mode.
-macro_rules! in_both_modes {
-    ($($scenario:ident),+ $(,)?) => {$(
-        mod $scenario {
-            use crate::helpers::{Mode, spawn_app};
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn embedded() {
-                let Some(app) = spawn_app(Mode::Embedded).await else { return };
-                super::$scenario(&app).await;
-                app.stop().await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn production() {
-                let Some(app) = spawn_app(Mode::Production).await else { return };
-                super::$scenario(&app).await;
-                app.stop().await;
-            }
-        }
-    )+};
-}
-
 in_both_modes!(
     authgear_csv_round_trip,
     native_ndjson_round_trip,
