@@ -60,11 +60,17 @@ pub struct Authenticated {
     pub project: Project,
 }
 
-/// The two credential shapes a bearer value can have.
+/// The credential shapes a bearer value can have.
 #[derive(Debug, PartialEq, Eq)]
 enum Credentials<'a> {
-    ManagementKey { project: ProjectId, key: &'a str },
+    ManagementKey {
+        project: ProjectId,
+        key: &'a str,
+    },
+    /// An RS256 admin JWT signed with a project's registered key.
     Jwt(&'a str),
+    /// An HS256 access token from `POST /oauth/token`; valid on the Auth0 routes only.
+    IssuedToken(&'a str),
 }
 
 fn bearer(req: &HttpRequest) -> Result<&str, AuthError> {
@@ -86,7 +92,9 @@ fn classify(token: &str) -> Result<Credentials<'_>, AuthError> {
         }
         return Ok(Credentials::ManagementKey { project, key });
     }
-    if token.split('.').count() == 3 {
+    if crate::dialect::auth0::is_issued_token(token) {
+        Ok(Credentials::IssuedToken(token))
+    } else if token.split('.').count() == 3 {
         Ok(Credentials::Jwt(token))
     } else {
         Err(AuthError::Invalid("malformed bearer token"))
@@ -154,8 +162,12 @@ pub fn verify_jwt(
     Ok(())
 }
 
-/// Resolves a bearer value (see [`classify`]) to a project.
-async fn authenticate(state: &AppState, credentials: Credentials<'_>) -> Result<Project, AuthError> {
+/// Resolves a bearer value (see [`classify`]) on a route of `dialect` to a project.
+async fn authenticate(
+    state: &AppState,
+    credentials: Credentials<'_>,
+    dialect: ApiDialect,
+) -> Result<Project, AuthError> {
     let project_id = match credentials {
         Credentials::ManagementKey { project, key } => {
             if !state.store.verify_management_key(&project, key).await? {
@@ -169,13 +181,14 @@ async fn authenticate(state: &AppState, credentials: Credentials<'_>) -> Result<
             verify_jwt(token, &project, &keys, state.settings.jwt_leeway)?;
             project
         }
+        Credentials::IssuedToken(token) => {
+            if dialect != ApiDialect::Auth0 {
+                return Err(AuthError::Invalid("tokens from /oauth/token are only valid for /api/v2"));
+            }
+            crate::dialect::auth0::verify_token(&state.settings.auth0_token_key, token, state.settings.jwt_leeway)?
+        }
     };
     state.store.get_project(&project_id).await?.ok_or(AuthError::Invalid("unknown project"))
-}
-
-/// Resolves the request's `Authorization` header to a project.
-pub async fn authenticate_request(state: &AppState, req: &HttpRequest) -> Result<Project, AuthError> {
-    authenticate(state, classify(bearer(req)?)?).await
 }
 
 impl FromRequest for Authenticated {
@@ -197,7 +210,7 @@ impl FromRequest for Authenticated {
             let Some(state) = req.app_data::<web::Data<AppState>>() else {
                 return Err(ApiError::internal(dialect, std::io::Error::other("AppState is not registered")));
             };
-            let project = authenticate(state, credentials).await.map_err(fail)?;
+            let project = authenticate(state, credentials, dialect).await.map_err(fail)?;
             Ok(Authenticated { project })
         })
     }
@@ -417,6 +430,10 @@ mod tests {
         assert!(classify(&format!("{p}:")).is_err());
         assert!(classify("garbage").is_err());
         assert!(jwt_project("a.b.c").is_err());
+        // HS256 tokens from `/oauth/token` are told apart by their header.
+        let key = crate::dialect::auth0::TokenKey::random();
+        let issued = crate::dialect::auth0::issue_token(&key, &p, "http://h/", "http://h/api/v2/").unwrap();
+        assert_eq!(classify(&issued).unwrap(), Credentials::IssuedToken(&issued));
     }
 
     #[actix_web::test]

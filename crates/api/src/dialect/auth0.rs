@@ -17,14 +17,11 @@
 //! only kind.
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::Payload;
 use actix_web::http::{StatusCode, header};
-use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use chrono::Utc;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -37,7 +34,7 @@ use userexport_domain::{
 };
 
 use crate::AppState;
-use crate::auth::{self, AuthError};
+use crate::auth::{AuthError, Authenticated};
 use crate::body;
 use crate::error::{ApiDialect, ApiError, Auth0ErrorCode};
 use crate::service;
@@ -389,7 +386,7 @@ async fn find_job(state: &AppState, project: &Project, id: &str) -> Result<Expor
 
 async fn create(
     state: web::Data<AppState>,
-    auth: Auth0Caller,
+    auth: Authenticated,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
@@ -404,14 +401,14 @@ async fn create(
     Ok(res.json(view(&state, &created.task).await))
 }
 
-async fn get(state: web::Data<AppState>, auth: Auth0Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn get(state: web::Data<AppState>, auth: Authenticated, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let task = find_job(&state, &auth.project, &id).await?;
     Ok(HttpResponse::Ok().json(view(&state, &task).await))
 }
 
 async fn errors(
     state: web::Data<AppState>,
-    auth: Auth0Caller,
+    auth: Authenticated,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let task = find_job(&state, &auth.project, &id).await?;
@@ -524,55 +521,6 @@ pub fn verify_token(key: &TokenKey, token: &str, leeway: Duration) -> Result<Pro
         return Err(AuthError::Invalid("invalid token"));
     }
     ProjectId::parse(&c.azp).map_err(|_| AuthError::Invalid("invalid token"))
-}
-
-/// The bearer value of a request, if any.
-fn bearer_value(req: &HttpRequest) -> Option<&str> {
-    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.trim().split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
-}
-
-/// The caller of an Auth0 route: a token from `/oauth/token`, or any credential the other dialects
-/// accept (management key, RS256 admin JWT).
-#[derive(Debug, Clone)]
-pub struct Auth0Caller {
-    /// The caller's project.
-    pub project: Project,
-}
-
-impl FromRequest for Auth0Caller {
-    type Error = ApiError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let req = req.clone();
-        Box::pin(async move {
-            let Some(state) = req.app_data::<web::Data<AppState>>() else {
-                return Err(ApiError::internal(DIALECT, std::io::Error::other("AppState is not registered")));
-            };
-            let fail = |e: AuthError| {
-                if e.error_code() == Code::Unauthorized {
-                    tracing::debug!(reason = %e, "authentication failed");
-                }
-                ApiError::from_coded(DIALECT, e)
-            };
-            let project = match bearer_value(&req).filter(|t| is_issued_token(t)) {
-                Some(token) => {
-                    let id = verify_token(&state.settings.auth0_token_key, token, state.settings.jwt_leeway)
-                        .map_err(fail)?;
-                    state
-                        .store
-                        .get_project(&id)
-                        .await
-                        .map_err(|e| fail(AuthError::Store(e)))?
-                        .ok_or_else(|| fail(AuthError::Invalid("unknown project")))?
-                }
-                None => auth::authenticate_request(state, &req).await.map_err(fail)?,
-            };
-            Ok(Auth0Caller { project })
-        })
-    }
 }
 
 /// The body of `POST /oauth/token` (JSON or form-encoded); unknown keys are ignored as Auth0 does.
