@@ -199,13 +199,7 @@ async fn errors_use_the_auth0_envelope(app: &TestApp) {
     );
     let id = post(json!({"format": "json"})).await.1["id"].as_str().unwrap().to_owned();
     for path in [format!("/api/v2/jobs/{id}"), format!("/api/v2/jobs/{id}/errors")] {
-        let r = app
-            .client
-            .get(format!("{}{path}", app.base))
-            .header("Authorization", app.other_auth())
-            .send()
-            .await
-            .unwrap();
+        let r = app.get_as_other(&path).await;
         assert_eq!(r.status(), 404, "{path}");
         assert_eq!(r.json::<Value>().await.unwrap()["errorCode"], "inexistent_job");
     }

@@ -7,30 +7,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use userexport_domain::{JsonPointer, User};
 
-use crate::helpers::{Mode, TestApp};
+use crate::helpers::{Mode, TestApp, authgear_cell};
 
 const WAIT: Duration = Duration::from_secs(120);
-
-/// The Authgear cell rendering, written independently of the encoder.
-fn expected_cell(v: Option<&Value>) -> String {
-    match v {
-        None | Some(Value::Null) => String::new(),
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Bool(b)) => b.to_string(),
-        Some(Value::Number(n)) => n.to_string(),
-        Some(other) => serde_json::to_string(other)
-            .unwrap()
-            .replace('<', "\\u003c")
-            .replace('>', "\\u003e")
-            .replace('&', "\\u0026"),
-    }
-}
-
-fn guard(cell: String) -> String {
-    let formula = cell.starts_with(['=', '-', '@', '\t', '\r'])
-        || (cell.starts_with('+') && !cell[1..].bytes().all(|b| b.is_ascii_digit()));
-    if formula { format!("'{cell}") } else { cell }
-}
 
 async fn authgear_csv_round_trip(app: &TestApp) {
     let users = app.seed(11, 10_000).await;
@@ -65,7 +44,7 @@ async fn authgear_csv_round_trip(app: &TestApp) {
         let record = record.expect("csv record");
         let view = user.authgear_record();
         for (i, ptr) in pointers.iter().enumerate() {
-            assert_eq!(record[i], guard(expected_cell(ptr.resolve(&view))), "user {} field {}", user.id, fields[i]);
+            assert_eq!(record[i], authgear_cell(ptr.resolve(&view)), "user {} field {}", user.id, fields[i]);
         }
         rows += 1;
     }
@@ -132,13 +111,7 @@ async fn other_projects_tasks_are_404_and_credentials_are_required(app: &TestApp
     let resp = app.post("/_api/admin/users/export", &json!({"format": "ndjson"})).await;
     let id = resp.json::<Value>().await.unwrap()["result"]["id"].as_str().unwrap().to_owned();
     for path in [format!("/_api/admin/users/export/{id}"), format!("/v1/exports/{id}")] {
-        let r = app
-            .client
-            .get(format!("{}{path}", app.base))
-            .header("Authorization", app.other_auth())
-            .send()
-            .await
-            .unwrap();
+        let r = app.get_as_other(&path).await;
         assert_eq!(r.status(), 404, "{path}");
         let r = app.client.get(format!("{}{path}", app.base)).send().await.unwrap();
         assert_eq!(r.status(), 401, "{path} without credentials");
@@ -151,16 +124,7 @@ async fn other_projects_tasks_are_404_and_credentials_are_required(app: &TestApp
             .unwrap();
         assert_eq!(r.status(), 401, "{path} with a wrong key");
     }
-    let body: Value = app
-        .client
-        .get(format!("{}/_api/admin/users/export/{id}", app.base))
-        .header("Authorization", app.other_auth())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value = app.get_as_other(&format!("/_api/admin/users/export/{id}")).await.json().await.unwrap();
     assert_eq!(body["error"]["reason"], "TaskNotFound");
 }
 

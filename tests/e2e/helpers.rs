@@ -76,6 +76,26 @@ pub fn services() -> Option<Services> {
     None
 }
 
+/// An Authgear CSV cell as read back by a CSV reader, written independently of the encoder:
+/// strings as is, numbers and booleans as text, null or missing as empty, arrays and objects as
+/// HTML-escaped compact JSON; then the formula guard (E.164 phone numbers spared).
+pub fn authgear_cell(v: Option<&Value>) -> String {
+    let s = match v {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Bool(b)) => b.to_string(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(other) => serde_json::to_string(other)
+            .expect("serialize")
+            .replace('<', "\\u003c")
+            .replace('>', "\\u003e")
+            .replace('&', "\\u0026"),
+    };
+    let formula = s.starts_with(['=', '-', '@', '\t', '\r'])
+        || (s.starts_with('+') && !s[1..].bytes().all(|b| b.is_ascii_digit()));
+    if formula { format!("'{s}") } else { s }
+}
+
 /// A random lowercase suffix for throwaway names.
 pub fn random_suffix() -> String {
     let mut r = rand::rng();
@@ -216,6 +236,16 @@ impl TestApp {
             .post(format!("{}{path}", self.base))
             .header("Authorization", self.auth())
             .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// GETs with the other project's credentials.
+    pub async fn get_as_other(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .header("Authorization", self.other_auth())
             .send()
             .await
             .expect("request")

@@ -125,16 +125,7 @@ async fn listing(app: &TestApp) {
     let pending: Value = app.get("/v1/exports?status=pending").await.json().await.unwrap();
     assert_eq!(pending["results"].as_array().unwrap().len(), 0);
     // The other project sees none of them.
-    let foreign: Value = app
-        .client
-        .get(format!("{}/v1/exports", app.base))
-        .header("Authorization", app.other_auth())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let foreign: Value = app.get_as_other("/v1/exports").await.json().await.unwrap();
     assert_eq!(foreign["results"].as_array().unwrap().len(), 0);
 
     for bad in ["limit=0", "limit=abc", "limit=101", "status=zombie", "bogus=1", "created_from=yesterday"] {

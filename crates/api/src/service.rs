@@ -91,6 +91,18 @@ pub struct Created {
     pub created: bool,
 }
 
+impl Created {
+    /// A response builder with `status`, marked `Idempotent-Replayed: true` when the request was
+    /// a replay of an earlier one with the same idempotency key.
+    pub fn response(&self, status: actix_web::http::StatusCode) -> actix_web::HttpResponseBuilder {
+        let mut res = actix_web::HttpResponse::build(status);
+        if !self.created {
+            res.insert_header(("Idempotent-Replayed", "true"));
+        }
+        res
+    }
+}
+
 /// JSON with object keys sorted recursively, for hashing.
 pub fn canonical_json(v: &Value) -> String {
     fn sorted(v: &Value) -> Value {

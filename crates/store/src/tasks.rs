@@ -184,13 +184,8 @@ impl Store {
 
     /// The task with this id in this project.
     pub async fn get_task(&self, project: &ProjectId, id: &TaskId) -> Result<Option<ExportTask>, StoreError> {
-        export_tasks::Entity::find()
-            .filter(Column::ProjectId.eq(project.as_str()))
-            .filter(Column::Id.eq(id.as_str()))
-            .one(&self.db)
-            .await?
-            .map(convert::task)
-            .transpose()
+        self.find_task(Condition::all().add(Column::ProjectId.eq(project.as_str())).add(Column::Id.eq(id.as_str())))
+            .await
     }
 
     /// The task with this Auth0-style alias in this project.
@@ -199,23 +194,20 @@ impl Store {
         project: &ProjectId,
         alias: &JobAlias,
     ) -> Result<Option<ExportTask>, StoreError> {
-        export_tasks::Entity::find()
-            .filter(Column::ProjectId.eq(project.as_str()))
-            .filter(Column::JobAlias.eq(alias.as_str()))
-            .one(&self.db)
-            .await?
-            .map(convert::task)
-            .transpose()
+        self.find_task(
+            Condition::all().add(Column::ProjectId.eq(project.as_str())).add(Column::JobAlias.eq(alias.as_str())),
+        )
+        .await
     }
 
     /// The task with this id, whatever its project. For workers only.
     pub async fn load_task(&self, id: &TaskId) -> Result<Option<ExportTask>, StoreError> {
-        export_tasks::Entity::find()
-            .filter(Column::Id.eq(id.as_str()))
-            .one(&self.db)
-            .await?
-            .map(convert::task)
-            .transpose()
+        self.find_task(Condition::all().add(Column::Id.eq(id.as_str()))).await
+    }
+
+    /// The one task matching `condition` (a unique key), decoded.
+    async fn find_task(&self, condition: Condition) -> Result<Option<ExportTask>, StoreError> {
+        export_tasks::Entity::find().filter(condition).one(&self.db).await?.map(convert::task).transpose()
     }
 
     /// The project's tasks, newest first, filtered by `q`, at most `q.limit`. An unknown

@@ -394,11 +394,7 @@ async fn create(
         parse_request(b).map(|p| (p.spec, p.echo))
     })
     .await?;
-    let mut res = HttpResponse::Ok();
-    if !created.created {
-        res.insert_header(("Idempotent-Replayed", "true"));
-    }
-    Ok(res.json(view(&state, &created.task).await))
+    Ok(created.response(StatusCode::OK).json(view(&state, &created.task).await))
 }
 
 async fn get(state: web::Data<AppState>, auth: Authenticated, id: web::Path<String>) -> Result<HttpResponse, ApiError> {

@@ -7,6 +7,7 @@
 //! schema validator does (`info.causes[] = {location, kind, details}`, all causes at once). Our one
 //! extension is the optional `filters` object ([`UserFilter`]).
 
+use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::Utc;
 use serde_json::{Map, Value, json};
@@ -360,11 +361,7 @@ async fn create(
         parse_request(b).map(|p| (p.spec, p.echo)).map_err(RequestError::into_api)
     })
     .await?;
-    let mut res = HttpResponse::Ok();
-    if !created.created {
-        res.insert_header(("Idempotent-Replayed", "true"));
-    }
-    Ok(res.json(json!({ "result": view(&state, &created.task).await })))
+    Ok(created.response(StatusCode::OK).json(json!({ "result": view(&state, &created.task).await })))
 }
 
 async fn get(state: web::Data<AppState>, auth: Authenticated, id: web::Path<String>) -> Result<HttpResponse, ApiError> {

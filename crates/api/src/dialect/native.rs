@@ -196,11 +196,8 @@ async fn create(
         parse_request(b).map(|p| (p.spec, p.normalized))
     })
     .await?;
-    let mut res = HttpResponse::build(StatusCode::ACCEPTED);
+    let mut res = created.response(StatusCode::ACCEPTED);
     res.insert_header((header::LOCATION, format!("/v1/exports/{}", created.task.id)));
-    if !created.created {
-        res.insert_header(("Idempotent-Replayed", "true"));
-    }
     Ok(res.json(view(&state, &created.task).await))
 }
 
