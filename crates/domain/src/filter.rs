@@ -130,6 +130,94 @@ impl UserFilter {
     }
 }
 
+/// A field a user search can be ordered by (Descope's `sort[].field`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SortField {
+    /// The user id (`id`).
+    UserId,
+    /// Creation time (`createdTime`).
+    CreatedTime,
+    /// Last modification (`modifiedTime`).
+    ModifiedTime,
+    /// Display name, empty when unset (`displayName`).
+    DisplayName,
+    /// Email, empty when unset (`email`).
+    Email,
+    /// Phone number, empty when unset (`phoneNumber`).
+    Phone,
+    /// Status (`status`).
+    Status,
+    /// The first login id (`externalId`).
+    ExternalId,
+}
+
+impl SortField {
+    /// Every field, for documentation and tests.
+    pub const ALL: [SortField; 8] = [
+        Self::UserId,
+        Self::CreatedTime,
+        Self::ModifiedTime,
+        Self::DisplayName,
+        Self::Email,
+        Self::Phone,
+        Self::Status,
+        Self::ExternalId,
+    ];
+
+    /// Descope's name of the field.
+    pub fn descope_name(self) -> &'static str {
+        match self {
+            Self::UserId => "id",
+            Self::CreatedTime => "createdTime",
+            Self::ModifiedTime => "modifiedTime",
+            Self::DisplayName => "displayName",
+            Self::Email => "email",
+            Self::Phone => "phoneNumber",
+            Self::Status => "status",
+            Self::ExternalId => "externalId",
+        }
+    }
+
+    /// The field named `name` in Descope's vocabulary.
+    pub fn from_descope(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.descope_name() == name)
+    }
+
+    /// The value `u` is ordered by (text compares bytewise, times chronologically).
+    pub fn value(self, u: &User) -> SortValue {
+        let text = |v: &Option<String>| SortValue::Text(v.clone().unwrap_or_default());
+        match self {
+            Self::UserId => SortValue::Text(u.id.as_str().to_owned()),
+            Self::CreatedTime => SortValue::Time(u.created_at),
+            Self::ModifiedTime => SortValue::Time(u.updated_at),
+            Self::DisplayName => text(&u.name),
+            Self::Email => text(&u.email),
+            Self::Phone => text(&u.phone),
+            Self::Status => SortValue::Text(u.status.as_str().to_owned()),
+            Self::ExternalId => SortValue::Text(u.login_ids.first().cloned().unwrap_or_default()),
+        }
+    }
+}
+
+/// The value of a [`SortField`] for one user.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum SortValue {
+    /// Text, ordered bytewise.
+    Text(String),
+    /// A point in time.
+    Time(DateTime<Utc>),
+}
+
+/// One sort key: a field and a direction. Ties are always broken by insertion order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserSort {
+    /// What to order by.
+    pub field: SortField,
+    /// Descending instead of ascending.
+    pub desc: bool,
+}
+
 fn text_matches(u: &User, text: &str) -> bool {
     let needle = text.to_lowercase();
     let hit = |s: &str| s.to_lowercase().contains(&needle);

@@ -19,7 +19,7 @@ pub mod task;
 pub mod user;
 
 pub use error::{Code, ErrorCode, ErrorObject, ErrorType};
-pub use filter::{TestUsers, UserFilter};
+pub use filter::{SortField, SortValue, TestUsers, UserFilter, UserSort};
 pub use ids::{IdError, JobAlias, ProjectId, SigningKeyId, TaskId, UserId};
 pub use pointer::{JsonPointer, PointerError};
 pub use spec::{ExportField, ExportFormat, ExportSpec, ExportSpecBuilder, SpecError};

@@ -17,7 +17,9 @@ mod entity;
 mod error;
 mod pg_copy;
 mod projects;
+mod search;
 mod tasks;
+mod user_updates;
 mod users;
 
 use std::time::Duration;
@@ -33,6 +35,7 @@ use userexport_migrations::{Migrator, MigratorTrait};
 
 pub use error::StoreError;
 pub use tasks::{Claim, Completion, Heartbeat, Progress, TaskQuery};
+pub use search::{SEARCH_CURSOR_TTL, SearchPage};
 pub use users::MAX_SCAN_ROWS;
 
 /// Default Postgres pool size.

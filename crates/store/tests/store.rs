@@ -339,7 +339,7 @@ mod users {
     use userexport_domain::{Address, TestUsers, UserStatus, fake};
 
     /// Labelled filters covering exact (SQL) and Rust-evaluated predicates over `users`.
-    fn filters(users: &[User]) -> Vec<(&'static str, UserFilter)> {
+    pub(super) fn filters(users: &[User]) -> Vec<(&'static str, UserFilter)> {
         let f = UserFilter::default;
         vec![
             ("default (no test users)", f()),
@@ -619,6 +619,176 @@ mod users {
         pages_and_streams_visit_every_user_once,
         projects_are_isolated,
         streams_read_one_snapshot,
+    );
+}
+
+/// Numbered-page search on keyset cursors, and in-place user updates.
+mod search {
+    use super::*;
+    use fixtures::{assert_unique, everyone, fake_users, ids};
+    use std::cmp::Ordering;
+    use userexport_domain::{SortField, UserSort, UserStatus};
+
+    /// The reference order: `sort` keys, then insertion order (a stable sort of `users`).
+    fn reference(users: &[User], filter: &UserFilter, sort: &[UserSort]) -> Vec<UserId> {
+        let mut hits: Vec<&User> = users.iter().filter(|u| filter.matches(u)).collect();
+        hits.sort_by(|a, b| {
+            sort.iter()
+                .map(|s| {
+                    let o = s.field.value(a).cmp(&s.field.value(b));
+                    if s.desc { o.reverse() } else { o }
+                })
+                .find(|o| *o != Ordering::Equal)
+                .unwrap_or(Ordering::Equal)
+        });
+        hits.into_iter().map(|u| u.id.clone()).collect()
+    }
+
+    fn sorts() -> Vec<Vec<UserSort>> {
+        let s = |field, desc| UserSort { field, desc };
+        let mut all = vec![vec![]];
+        all.extend(SortField::ALL.iter().map(|&f| vec![s(f, false)]));
+        all.push(vec![s(SortField::Status, true), s(SortField::DisplayName, false)]);
+        all.push(vec![s(SortField::CreatedTime, true), s(SortField::Email, true), s(SortField::UserId, false)]);
+        all
+    }
+
+    /// Pages `0..` of `limit` users until an empty one; checks `total` on each.
+    async fn page_through(
+        store: &Store,
+        p: &ProjectId,
+        filter: &UserFilter,
+        sort: &[UserSort],
+        limit: u64,
+        total: u64,
+    ) -> Vec<UserId> {
+        let mut out = Vec::new();
+        for page in 0.. {
+            let got = store.search_users(p, filter, sort, page * limit, limit).await.expect("search");
+            assert_eq!(got.total, total);
+            assert!(got.users.len() as u64 <= limit);
+            if got.users.is_empty() {
+                return out;
+            }
+            out.extend(ids(&got.users));
+        }
+        unreachable!()
+    }
+
+    /// Every filter × every sort: paging forward returns exactly the reference order, `total`
+    /// counts all matches, and offsets and cold jumps land where the reference says.
+    async fn search_pages_follow_the_reference_order(store: Store) {
+        let p = fixtures::project(&store).await;
+        let mut users = fake_users(71, 0..200);
+        // Ties and empty values, so insertion order must break them.
+        for u in users.iter_mut().step_by(3) {
+            u.name = None;
+            u.email = Some("same@example.com".into());
+        }
+        store.insert_users(&p, &users[..70]).await.unwrap();
+        store.insert_users(&p, &users[70..]).await.unwrap();
+        // Every filter in insertion order and one multi-key order; every order with three filters
+        // (everyone, SQL-exact, Rust-evaluated).
+        let filters = super::users::filters(&users);
+        let all_sorts = sorts();
+        let mut cases: Vec<(&str, &UserFilter, &[UserSort])> = Vec::new();
+        for (label, filter) in &filters {
+            cases.push((label, filter, &all_sorts[0]));
+            cases.push((label, filter, &all_sorts[all_sorts.len() - 1]));
+        }
+        let some = ["default (no test users)", "statuses", "tenant"];
+        for (label, filter) in filters.iter().filter(|(l, _)| some.contains(l)) {
+            for sort in &all_sorts[1..all_sorts.len() - 1] {
+                cases.push((label, filter, sort));
+            }
+        }
+        assert_eq!(cases.len(), 2 * filters.len() + 3 * (all_sorts.len() - 2));
+        for (label, filter, sort) in cases {
+            let want = reference(&users, filter, sort);
+            let got = page_through(&store, &p, filter, sort, 13, want.len() as u64).await;
+            assert_unique(&got);
+            assert_eq!(got, want, "filter `{label}`, sort {sort:?}");
+        }
+        let sort = vec![UserSort { field: SortField::Email, desc: true }];
+        let want = reference(&users, &everyone(), &sort);
+        // A row offset inside a page, and a cold jump to a deep page of a new page size.
+        let got = store.search_users(&p, &everyone(), &sort, 12, 7).await.unwrap();
+        assert_eq!(ids(&got.users), want[12..19]);
+        let got = store.search_users(&p, &everyone(), &sort, 9 * 11, 11).await.unwrap();
+        assert_eq!(ids(&got.users), want[99..110]);
+        // The pages walked over on the way are now known; page 5 comes from a remembered start.
+        let got = store.search_users(&p, &everyone(), &sort, 5 * 11, 11).await.unwrap();
+        assert_eq!(ids(&got.users), want[55..66]);
+        // Past the end, and an empty project.
+        let got = store.search_users(&p, &everyone(), &sort, 200, 10).await.unwrap();
+        assert!(got.users.is_empty());
+        assert_eq!(got.total, 200);
+        let empty = store.search_users(&ProjectId::generate(), &everyone(), &[], 0, 10).await.unwrap();
+        assert_eq!((empty.users.len(), empty.total), (0, 0));
+    }
+
+    /// Paging while users are created and changed neither repeats nor skips a user that existed
+    /// throughout; each served page remembers where the next one starts.
+    async fn search_paging_is_stable_under_writes(store: Store) {
+        let p = fixtures::project(&store).await;
+        let users = fake_users(72, 0..100);
+        store.insert_users(&p, &users).await.unwrap();
+        let sort = [UserSort { field: SortField::CreatedTime, desc: false }];
+        let limit = 10;
+        let mut seen = Vec::new();
+        for page in 0..100 {
+            let got = store.search_users(&p, &everyone(), &sort, page * limit, limit).await.unwrap();
+            if got.users.is_empty() {
+                break;
+            }
+            seen.extend(ids(&got.users));
+            // Writes between pages: new users and a renamed one.
+            store.insert_users(&p, &fake_users(72, 1000 + page * 3..1003 + page * 3)).await.unwrap();
+            let id = users[(page as usize * 7) % 100].id.to_string();
+            store.update_user(&p, &id, |u| u.name = Some(format!("renamed {page}"))).await.unwrap();
+        }
+        assert_unique(&seen);
+        let seen: HashSet<UserId> = seen.into_iter().collect();
+        assert!(users.iter().all(|u| seen.contains(&u.id)), "a user that existed throughout was skipped");
+        // Page starts were remembered; purging forgets them.
+        let purged = store.purge_search_cursors(Utc::now() + TimeDelta::seconds(1)).await.unwrap();
+        assert!(purged >= 10, "{purged} page starts remembered");
+        assert_eq!(store.purge_search_cursors(Utc::now() + TimeDelta::seconds(1)).await.unwrap(), 0);
+    }
+
+    /// `update_user` finds users by login id or user id, keeps ids, bumps `updated_at`.
+    async fn update_user_changes_one_user(store: Store) {
+        let p = fixtures::project(&store).await;
+        let users = fake_users(73, 0..3);
+        store.insert_users(&p, &users).await.unwrap();
+        let login = users[1].login_ids[0].clone();
+        let updated = store
+            .update_user(&p, &login, |u| {
+                u.status = UserStatus::Disabled;
+                u.roles = vec!["auditor".into()];
+                u.login_ids = vec!["hijack".into()];
+                u.id = UserId::generate();
+            })
+            .await
+            .unwrap()
+            .expect("found by login id");
+        assert_eq!((updated.id.clone(), updated.login_ids.clone()), (users[1].id.clone(), users[1].login_ids.clone()));
+        assert_eq!(updated.status, UserStatus::Disabled);
+        assert!(updated.updated_at >= users[1].updated_at);
+        assert_eq!(store.get_user(&p, &users[1].id).await.unwrap(), Some(updated.clone()));
+        assert_eq!(store.find_user_by_login_id(&p, "hijack").await.unwrap(), None);
+        let by_id = store.update_user(&p, users[2].id.as_str(), |u| u.roles.clear()).await.unwrap().unwrap();
+        assert!(by_id.roles.is_empty());
+        assert_eq!(store.update_user(&p, "nobody", |_| {}).await.unwrap(), None);
+        assert_eq!(store.update_user(&ProjectId::generate(), &login, |_| {}).await.unwrap(), None);
+        // The other users are untouched.
+        assert_eq!(store.get_user(&p, &users[0].id).await.unwrap().as_ref(), Some(&users[0]));
+    }
+
+    store_tests!(
+        search_pages_follow_the_reference_order,
+        search_paging_is_stable_under_writes,
+        update_user_changes_one_user
     );
 }
 

@@ -8,3 +8,4 @@ pub(crate) mod projects;
 pub(crate) mod signing_keys;
 pub(crate) mod user_login_ids;
 pub(crate) mod users;
+pub(crate) mod user_search_cursors;
