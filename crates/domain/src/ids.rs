@@ -23,6 +23,17 @@ pub struct IdError {
     pub expected: &'static str,
 }
 
+/// A byte → "is in `alphabet`" table, so parsing checks each byte with one lookup.
+const fn byte_table(alphabet: &[u8]) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < alphabet.len() {
+        table[alphabet[i] as usize] = true;
+        i += 1;
+    }
+    table
+}
+
 fn random_chars(rng: &mut impl Rng, alphabet: &[u8], len: usize) -> String {
     (0..len).map(|_| alphabet[rng.random_range(0..alphabet.len())] as char).collect()
 }
@@ -50,9 +61,10 @@ macro_rules! prefixed_id {
 
             /// Parses an id, checking prefix, length and alphabet.
             pub fn parse(s: &str) -> Result<Self, IdError> {
+                const ALLOWED: [bool; 256] = byte_table($alpha);
                 let ok = s.len() == $prefix.len() + $len
                     && s.starts_with($prefix)
-                    && s[$prefix.len()..].bytes().all(|b| $alpha.contains(&b));
+                    && s[$prefix.len()..].bytes().all(|b| ALLOWED[usize::from(b)]);
                 if ok {
                     Ok(Self(s.to_owned()))
                 } else {

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::ids::UserId;
+use crate::pointer::JsonPointer;
 
 /// Account status, with Descope's four values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -428,6 +429,616 @@ impl User {
     }
 }
 
+/// A JSON pointer into the Authgear record ([`User::authgear_record`]), compiled once so that
+/// [`User::authgear_get`] evaluates it on a user without building the record: exports resolve dozens
+/// of pointers per user, and building the record allocates a map, strings and nested objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthgearPointer {
+    pointer: JsonPointer,
+    key: AuthgearKey,
+}
+
+/// The top-level key of the Authgear record a pointer starts with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AuthgearKey {
+    Record,
+    Sub,
+    PreferredUsername,
+    Email,
+    PhoneNumber,
+    EmailVerified,
+    PhoneNumberVerified,
+    Name,
+    GivenName,
+    FamilyName,
+    MiddleName,
+    Nickname,
+    Profile,
+    Picture,
+    Website,
+    Gender,
+    Birthdate,
+    Zoneinfo,
+    Locale,
+    Address,
+    CustomAttributes,
+    Roles,
+    CreatedAt,
+    Disabled,
+    LastLoginAt,
+    IsAnonymized,
+    Identities,
+    Mfa,
+    BiometricCount,
+    PasskeyCount,
+    /// A key the record never has (`/groups`, `/delete_at`, …).
+    Absent,
+}
+
+impl AuthgearPointer {
+    /// Compiles `pointer` for the Authgear record.
+    pub fn new(pointer: &JsonPointer) -> Self {
+        use AuthgearKey as K;
+        let key = match pointer.tokens().first().map(String::as_str) {
+            None => K::Record,
+            Some("sub") => K::Sub,
+            Some("preferred_username") => K::PreferredUsername,
+            Some("email") => K::Email,
+            Some("phone_number") => K::PhoneNumber,
+            Some("email_verified") => K::EmailVerified,
+            Some("phone_number_verified") => K::PhoneNumberVerified,
+            Some("name") => K::Name,
+            Some("given_name") => K::GivenName,
+            Some("family_name") => K::FamilyName,
+            Some("middle_name") => K::MiddleName,
+            Some("nickname") => K::Nickname,
+            Some("profile") => K::Profile,
+            Some("picture") => K::Picture,
+            Some("website") => K::Website,
+            Some("gender") => K::Gender,
+            Some("birthdate") => K::Birthdate,
+            Some("zoneinfo") => K::Zoneinfo,
+            Some("locale") => K::Locale,
+            Some("address") => K::Address,
+            Some("custom_attributes") => K::CustomAttributes,
+            Some("roles") => K::Roles,
+            Some("created_at") => K::CreatedAt,
+            Some("disabled") => K::Disabled,
+            Some("last_login_at") => K::LastLoginAt,
+            Some("is_anonymized") => K::IsAnonymized,
+            Some("identities") => K::Identities,
+            Some("mfa") => K::Mfa,
+            Some("biometric_count") => K::BiometricCount,
+            Some("passkey_count") => K::PasskeyCount,
+            Some(_) => K::Absent,
+        };
+        Self { pointer: pointer.clone(), key }
+    }
+
+    /// The pointer as given.
+    pub fn pointer(&self) -> &JsonPointer {
+        &self.pointer
+    }
+
+    /// The parts of a user [`User::authgear_get`] reads for this pointer.
+    pub fn parts(&self) -> UserParts {
+        use AuthgearKey as K;
+        let n = UserParts::NONE;
+        match self.key {
+            K::Record => UserParts::AUTHGEAR_RECORD,
+            K::Address => UserParts { address: true, ..n },
+            K::CustomAttributes => UserParts { custom_attributes: true, ..n },
+            K::Roles => UserParts { roles: true, ..n },
+            // Pointers into an identity or a TOTP entry build the whole record.
+            K::Identities if self.pointer.tokens().len() > 1 => UserParts::AUTHGEAR_RECORD,
+            K::Mfa if self.pointer.tokens().len() > 2 && self.pointer.tokens()[1] == "totps" => {
+                UserParts::AUTHGEAR_RECORD
+            }
+            K::Identities => UserParts { login_ids: true, authenticators: true, ..n },
+            K::Mfa | K::BiometricCount | K::PasskeyCount => UserParts { authenticators: true, ..n },
+            _ => n,
+        }
+    }
+}
+
+/// The JSON-stored parts of a [`User`] a reader needs. A reader that needs only some of them may
+/// be given users whose other parts are empty ([`UserParts::project`]): the store then skips reading
+/// and parsing them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UserParts {
+    /// `login_ids`.
+    pub login_ids: bool,
+    /// `address`.
+    pub address: bool,
+    /// `roles`.
+    pub roles: bool,
+    /// `tenants`.
+    pub tenants: bool,
+    /// `custom_attributes`.
+    pub custom_attributes: bool,
+    /// `sso_app_ids`.
+    pub sso_app_ids: bool,
+    /// `authenticators`.
+    pub authenticators: bool,
+}
+
+impl UserParts {
+    /// Every part.
+    pub const ALL: Self = Self {
+        login_ids: true,
+        address: true,
+        roles: true,
+        tenants: true,
+        custom_attributes: true,
+        sso_app_ids: true,
+        authenticators: true,
+    };
+
+    /// No part (scalar fields only).
+    pub const NONE: Self = Self {
+        login_ids: false,
+        address: false,
+        roles: false,
+        tenants: false,
+        custom_attributes: false,
+        sso_app_ids: false,
+        authenticators: false,
+    };
+
+    /// The parts the whole Authgear record shows.
+    pub const AUTHGEAR_RECORD: Self = Self {
+        login_ids: true,
+        address: true,
+        roles: true,
+        custom_attributes: true,
+        authenticators: true,
+        ..Self::NONE
+    };
+
+    /// Parts needed by either.
+    pub fn union(self, o: Self) -> Self {
+        Self {
+            login_ids: self.login_ids || o.login_ids,
+            address: self.address || o.address,
+            roles: self.roles || o.roles,
+            tenants: self.tenants || o.tenants,
+            custom_attributes: self.custom_attributes || o.custom_attributes,
+            sso_app_ids: self.sso_app_ids || o.sso_app_ids,
+            authenticators: self.authenticators || o.authenticators,
+        }
+    }
+
+    /// Empties the parts of `user` that are not in `self`: what a reader of `self` may be given.
+    pub fn project(self, user: &mut User) {
+        if !self.login_ids {
+            user.login_ids = Vec::new();
+        }
+        if !self.address {
+            user.address = None;
+        }
+        if !self.roles {
+            user.roles = Vec::new();
+        }
+        if !self.tenants {
+            user.tenants = Vec::new();
+        }
+        if !self.custom_attributes {
+            user.custom_attributes = Map::new();
+        }
+        if !self.sso_app_ids {
+            user.sso_app_ids = Vec::new();
+        }
+        if !self.authenticators {
+            user.authenticators = Authenticators::default();
+        }
+    }
+}
+
+/// What a pointer finds in a user's view, borrowed from the user where possible. Serializing it
+/// (with `serde_json`) gives exactly the bytes of serializing the `serde_json::Value` the pointer
+/// resolves to in the view document.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ViewValue<'a> {
+    /// The pointer does not resolve (a missing key or index). Serializes as `null`.
+    Missing,
+    /// A boolean.
+    Bool(bool),
+    /// An integer.
+    Int(i64),
+    /// A string.
+    Str(&'a str),
+    /// A time, rendered as a string by [`rfc3339_nano`].
+    Time(&'a DateTime<Utc>),
+    /// Any JSON value found in the user (custom attributes, or a view built as JSON).
+    Json(&'a Value),
+    /// A JSON value built for this lookup.
+    Owned(Value),
+    /// An array of strings.
+    Strings(&'a [String]),
+    /// The Authgear `address` object.
+    Address(&'a Address),
+    /// The custom attributes object.
+    Attributes(&'a Map<String, Value>),
+    /// The Authgear `identities` array.
+    Identities(&'a User),
+    /// The Authgear `mfa` object.
+    Mfa(&'a Authenticators),
+    /// The Authgear `mfa.totps` array.
+    Totps,
+    /// The whole Authgear record.
+    Record(&'a User),
+}
+
+impl ViewValue<'_> {
+    /// Writes the value as JSON onto `w` through `serde_json` with formatter `f`.
+    pub fn write_json<W, F>(&self, w: W, f: F) -> serde_json::Result<()>
+    where
+        W: std::io::Write,
+        F: serde_json::ser::Formatter,
+    {
+        self.serialize(&mut serde_json::Serializer::with_formatter(w, f))
+    }
+
+    /// Whether the value is a JSON array or object (rendered as JSON text in CSV cells).
+    pub fn is_composite(&self) -> bool {
+        match self {
+            Self::Json(v) => v.is_array() || v.is_object(),
+            Self::Owned(v) => v.is_array() || v.is_object(),
+            Self::Strings(_)
+            | Self::Address(_)
+            | Self::Attributes(_)
+            | Self::Identities(_)
+            | Self::Mfa(_)
+            | Self::Totps
+            | Self::Record(_) => true,
+            Self::Missing | Self::Bool(_) | Self::Int(_) | Self::Str(_) | Self::Time(_) => false,
+        }
+    }
+}
+
+/// An address with no parts: what the record shows for a user without one.
+const NO_ADDRESS: Address =
+    Address { formatted: None, street_address: None, locality: None, region: None, postal_code: None, country: None };
+
+/// RFC 3339 with trimmed nanoseconds, formatted into `buf` without allocating; `None` for times
+/// [`rfc3339_nano`] formats differently (years outside 0..=9999, leap seconds).
+fn rfc3339_nano_into<'b>(t: &DateTime<Utc>, buf: &'b mut [u8; 32]) -> Option<&'b str> {
+    use chrono::{Datelike, Timelike};
+    fn digits(buf: &mut [u8], mut v: u32) {
+        for b in buf.iter_mut().rev() {
+            *b = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    }
+    let year = u32::try_from(t.year()).ok().filter(|y| *y <= 9999)?;
+    let nanos = t.nanosecond();
+    if nanos >= 1_000_000_000 {
+        return None;
+    }
+    buf[..20].copy_from_slice(b"0000-00-00T00:00:00.");
+    digits(&mut buf[0..4], year);
+    digits(&mut buf[5..7], t.month());
+    digits(&mut buf[8..10], t.day());
+    digits(&mut buf[11..13], t.hour());
+    digits(&mut buf[14..16], t.minute());
+    digits(&mut buf[17..19], t.second());
+    let mut len = 19;
+    if nanos != 0 {
+        digits(&mut buf[20..29], nanos);
+        len = 29;
+        while buf[len - 1] == b'0' {
+            len -= 1;
+        }
+    }
+    buf[len] = b'Z';
+    std::str::from_utf8(&buf[..=len]).ok()
+}
+
+/// Calls `f` with `t` formatted by [`rfc3339_nano`], allocating only for unusual times.
+pub fn with_rfc3339_nano<R>(t: &DateTime<Utc>, f: impl FnOnce(&str) -> R) -> R {
+    let mut buf = [0u8; 32];
+    match rfc3339_nano_into(t, &mut buf) {
+        Some(s) => f(s),
+        None => f(&rfc3339_nano(t)),
+    }
+}
+
+/// RFC 6901 array index: `0` or digits without a leading zero (as [`JsonPointer::resolve`]).
+fn array_index(t: &str) -> Option<usize> {
+    if t.is_empty() || (t.len() > 1 && t.starts_with('0')) || !t.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    t.parse().ok()
+}
+
+/// Evaluates `tokens` from `cur` like [`JsonPointer::resolve`].
+fn walk<'a>(mut cur: &'a Value, tokens: &[String]) -> Option<&'a Value> {
+    for t in tokens {
+        cur = match cur {
+            Value::Object(map) => map.get(t)?,
+            Value::Array(items) => items.get(array_index(t)?)?,
+            _ => return None,
+        };
+    }
+    Some(cur)
+}
+
+fn opt_view<'a>(v: &'a Option<String>, rest: &[String]) -> ViewValue<'a> {
+    match v.as_deref() {
+        Some(s) if !s.is_empty() && rest.is_empty() => ViewValue::Str(s),
+        _ => ViewValue::Missing,
+    }
+}
+
+fn strings_view<'a>(v: &'a [String], rest: &[String]) -> ViewValue<'a> {
+    match rest {
+        _ if v.is_empty() => ViewValue::Missing,
+        [] => ViewValue::Strings(v),
+        [i] => array_index(i).and_then(|i| v.get(i)).map_or(ViewValue::Missing, |s| ViewValue::Str(s)),
+        _ => ViewValue::Missing,
+    }
+}
+
+impl User {
+    /// Evaluates `p` against this user's Authgear record ([`User::authgear_record`]) without building
+    /// it (except for rare deep pointers into built objects). `Missing` where
+    /// `p.pointer().resolve(&self.authgear_record())` is `None`; otherwise a value that serializes to
+    /// the same JSON.
+    pub fn authgear_get<'a>(&'a self, p: &AuthgearPointer) -> ViewValue<'a> {
+        use AuthgearKey as K;
+        let rest = p.pointer.tokens().get(1..).unwrap_or(&[]);
+        let scalar = |v: ViewValue<'a>| if rest.is_empty() { v } else { ViewValue::Missing };
+        let a = &self.authenticators;
+        match p.key {
+            K::Record => ViewValue::Record(self),
+            K::Sub => scalar(ViewValue::Str(self.id.as_str())),
+            K::PreferredUsername => opt_view(&self.username, rest),
+            K::Email => opt_view(&self.email, rest),
+            K::PhoneNumber => opt_view(&self.phone, rest),
+            K::EmailVerified => scalar(ViewValue::Bool(self.email_verified)),
+            K::PhoneNumberVerified => scalar(ViewValue::Bool(self.phone_verified)),
+            K::Name => opt_view(&self.name, rest),
+            K::GivenName => opt_view(&self.given_name, rest),
+            K::FamilyName => opt_view(&self.family_name, rest),
+            K::MiddleName => opt_view(&self.middle_name, rest),
+            K::Nickname => opt_view(&self.nickname, rest),
+            K::Profile => opt_view(&self.profile, rest),
+            K::Picture => opt_view(&self.picture, rest),
+            K::Website => opt_view(&self.website, rest),
+            K::Gender => opt_view(&self.gender, rest),
+            K::Birthdate => opt_view(&self.birthdate, rest),
+            K::Zoneinfo => opt_view(&self.zoneinfo, rest),
+            K::Locale => opt_view(&self.locale, rest),
+            K::Address => {
+                let addr = self.address.as_ref().unwrap_or(&NO_ADDRESS);
+                let part = match rest {
+                    [] => return ViewValue::Address(addr),
+                    [k] => match k.as_str() {
+                        "formatted" => &addr.formatted,
+                        "street_address" => &addr.street_address,
+                        "locality" => &addr.locality,
+                        "region" => &addr.region,
+                        "postal_code" => &addr.postal_code,
+                        "country" => &addr.country,
+                        _ => return ViewValue::Missing,
+                    },
+                    _ => return ViewValue::Missing,
+                };
+                part.as_deref().map_or(ViewValue::Missing, ViewValue::Str)
+            }
+            K::CustomAttributes => match rest {
+                _ if self.custom_attributes.is_empty() => ViewValue::Missing,
+                [] => ViewValue::Attributes(&self.custom_attributes),
+                [first, deeper @ ..] => self
+                    .custom_attributes
+                    .get(first)
+                    .and_then(|v| walk(v, deeper))
+                    .map_or(ViewValue::Missing, ViewValue::Json),
+            },
+            K::Roles => strings_view(&self.roles, rest),
+            K::CreatedAt => scalar(ViewValue::Time(&self.created_at)),
+            K::Disabled => scalar(ViewValue::Bool(matches!(self.status, UserStatus::Disabled | UserStatus::Expired))),
+            K::LastLoginAt => match &self.last_login_at {
+                Some(t) => scalar(ViewValue::Time(t)),
+                None => ViewValue::Missing,
+            },
+            K::IsAnonymized => scalar(ViewValue::Bool(false)),
+            K::Identities if self.login_ids.is_empty() && a.oauth_providers.is_empty() => ViewValue::Missing,
+            K::Identities if rest.is_empty() => ViewValue::Identities(self),
+            K::Mfa => match rest {
+                [] => ViewValue::Mfa(a),
+                [k, deeper @ ..] => match k.as_str() {
+                    "emails" => strings_view(&a.mfa_emails, deeper),
+                    "phone_numbers" => strings_view(&a.mfa_phones, deeper),
+                    "totps" if a.totp && deeper.is_empty() => ViewValue::Totps,
+                    "totps" if a.totp => self.authgear_deep(p),
+                    _ => ViewValue::Missing,
+                },
+            },
+            K::BiometricCount => scalar(ViewValue::Int(i64::from(a.biometric_count))),
+            K::PasskeyCount => scalar(ViewValue::Int(i64::from(a.passkey_count))),
+            K::Identities => self.authgear_deep(p),
+            K::Absent => ViewValue::Missing,
+        }
+    }
+
+    /// The slow path of [`User::authgear_get`]: builds the record and resolves the pointer in it.
+    fn authgear_deep(&self, p: &AuthgearPointer) -> ViewValue<'static> {
+        p.pointer.resolve(&self.authgear_record()).map_or(ViewValue::Missing, |v| ViewValue::Owned(v.clone()))
+    }
+}
+
+impl Serialize for ViewValue<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Missing => s.serialize_unit(),
+            Self::Bool(b) => s.serialize_bool(*b),
+            Self::Int(i) => s.serialize_i64(*i),
+            Self::Str(v) => s.serialize_str(v),
+            Self::Time(t) => with_rfc3339_nano(t, |v| s.serialize_str(v)),
+            Self::Json(v) => v.serialize(s),
+            Self::Owned(v) => v.serialize(s),
+            Self::Strings(v) => v.serialize(s),
+            Self::Address(a) => a.serialize(s),
+            Self::Attributes(m) => m.serialize(s),
+            Self::Identities(u) => IdentitiesSer(u).serialize(s),
+            Self::Mfa(a) => MfaSer(a).serialize(s),
+            Self::Totps => TotpsSer.serialize(s),
+            Self::Record(u) => RecordSer(u).serialize(s),
+        }
+    }
+}
+
+/// The Authgear record of a user, serialized in [`User::authgear_record`]'s key order.
+struct RecordSer<'a>(&'a User);
+
+impl Serialize for RecordSer<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let u = self.0;
+        let mut m = s.serialize_map(None)?;
+        let opt = |m: &mut S::SerializeMap, key: &str, v: &Option<String>| match v.as_deref() {
+            Some(v) if !v.is_empty() => m.serialize_entry(key, v),
+            _ => Ok(()),
+        };
+        m.serialize_entry("sub", u.id.as_str())?;
+        opt(&mut m, "preferred_username", &u.username)?;
+        opt(&mut m, "email", &u.email)?;
+        opt(&mut m, "phone_number", &u.phone)?;
+        m.serialize_entry("email_verified", &u.email_verified)?;
+        m.serialize_entry("phone_number_verified", &u.phone_verified)?;
+        opt(&mut m, "name", &u.name)?;
+        opt(&mut m, "given_name", &u.given_name)?;
+        opt(&mut m, "family_name", &u.family_name)?;
+        opt(&mut m, "middle_name", &u.middle_name)?;
+        opt(&mut m, "nickname", &u.nickname)?;
+        opt(&mut m, "profile", &u.profile)?;
+        opt(&mut m, "picture", &u.picture)?;
+        opt(&mut m, "website", &u.website)?;
+        opt(&mut m, "gender", &u.gender)?;
+        opt(&mut m, "birthdate", &u.birthdate)?;
+        opt(&mut m, "zoneinfo", &u.zoneinfo)?;
+        opt(&mut m, "locale", &u.locale)?;
+        m.serialize_entry("address", u.address.as_ref().unwrap_or(&NO_ADDRESS))?;
+        if !u.custom_attributes.is_empty() {
+            m.serialize_entry("custom_attributes", &u.custom_attributes)?;
+        }
+        if !u.roles.is_empty() {
+            m.serialize_entry("roles", &u.roles)?;
+        }
+        m.serialize_entry("created_at", &ViewValue::Time(&u.created_at))?;
+        m.serialize_entry("disabled", &matches!(u.status, UserStatus::Disabled | UserStatus::Expired))?;
+        if let Some(t) = &u.last_login_at {
+            m.serialize_entry("last_login_at", &ViewValue::Time(t))?;
+        }
+        m.serialize_entry("is_anonymized", &false)?;
+        let a = &u.authenticators;
+        if !u.login_ids.is_empty() || !a.oauth_providers.is_empty() {
+            m.serialize_entry("identities", &IdentitiesSer(u))?;
+        }
+        m.serialize_entry("mfa", &MfaSer(a))?;
+        m.serialize_entry("biometric_count", &a.biometric_count)?;
+        m.serialize_entry("passkey_count", &a.passkey_count)?;
+        m.end()
+    }
+}
+
+/// The record's `identities` array: one login id identity per login id, then one OAuth identity per
+/// provider.
+struct IdentitiesSer<'a>(&'a User);
+
+impl Serialize for IdentitiesSer<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        struct LoginId<'a>(&'a str);
+        impl Serialize for LoginId<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let ty = login_id_type(self.0);
+                let mut m = s.serialize_map(None)?;
+                m.serialize_entry("key", ty)?;
+                m.serialize_entry("type", ty)?;
+                m.serialize_entry("value", self.0)?;
+                m.serialize_entry("original_value", self.0)?;
+                m.end()
+            }
+        }
+        struct OAuth<'a>(&'a str, &'a User);
+        impl Serialize for OAuth<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut m = s.serialize_map(None)?;
+                m.serialize_entry("provider_alias", self.0)?;
+                m.serialize_entry("provider_type", self.0)?;
+                m.serialize_entry("provider_subject_id", &format!("{}-{}", self.0, self.1.id))?;
+                m.serialize_entry("user_profile", &Map::new())?;
+                m.end()
+            }
+        }
+        let u = self.0;
+        let mut seq = s.serialize_seq(None)?;
+        for v in &u.login_ids {
+            seq.serialize_element(&Tagged("login_id", &LoginId(v)))?;
+        }
+        for p in &u.authenticators.oauth_providers {
+            seq.serialize_element(&Tagged("oauth", &OAuth(p, u)))?;
+        }
+        seq.end()
+    }
+}
+
+/// `{"type": tag, tag: value}`.
+struct Tagged<'a, T>(&'a str, &'a T);
+
+impl<T: Serialize> Serialize for Tagged<'_, T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("type", self.0)?;
+        m.serialize_entry(self.0, self.1)?;
+        m.end()
+    }
+}
+
+/// The record's `mfa` object.
+struct MfaSer<'a>(&'a Authenticators);
+
+impl Serialize for MfaSer<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let a = self.0;
+        let mut m = s.serialize_map(None)?;
+        if !a.mfa_emails.is_empty() {
+            m.serialize_entry("emails", &a.mfa_emails)?;
+        }
+        if !a.mfa_phones.is_empty() {
+            m.serialize_entry("phone_numbers", &a.mfa_phones)?;
+        }
+        if a.totp {
+            m.serialize_entry("totps", &TotpsSer)?;
+        }
+        m.end()
+    }
+}
+
+/// `[{"type": "totp"}]`: one enrolled TOTP authenticator, never its secret.
+struct TotpsSer;
+
+impl Serialize for TotpsSer {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        struct Totp;
+        impl Serialize for Totp {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("type", "totp")?;
+                m.end()
+            }
+        }
+        let mut seq = s.serialize_seq(Some(1))?;
+        seq.serialize_element(&Totp)?;
+        seq.end()
+    }
+}
+
 /// The 41 default Authgear CSV pointers, in Authgear's order.
 pub const AUTHGEAR_DEFAULT_POINTERS: [&str; 41] = [
     "/sub",
@@ -648,5 +1259,100 @@ mod tests {
         assert_eq!(rfc3339_nano(&t), "2024-10-07T21:06:24Z");
         let t = t + chrono::Duration::nanoseconds(361_634_370);
         assert_eq!(rfc3339_nano(&t), "2024-10-07T21:06:24.36163437Z");
+    }
+
+    /// Pointers whose fast evaluation must agree with resolving them in the built record.
+    const PROBES: [&str; 30] = [
+        "",
+        "/address",
+        "/address/formatted",
+        "/address/nope",
+        "/address/country/0",
+        "/custom_attributes",
+        "/custom_attributes/plan",
+        "/custom_attributes/plan/0",
+        "/custom_attributes/tags/1",
+        "/roles",
+        "/roles/0",
+        "/roles/01",
+        "/roles/0/x",
+        "/identities",
+        "/identities/0",
+        "/identities/0/login_id/value",
+        "/identities/1/oauth/provider_subject_id",
+        "/identities/9",
+        "/mfa",
+        "/mfa/emails",
+        "/mfa/emails/0",
+        "/mfa/phone_numbers",
+        "/mfa/totps",
+        "/mfa/totps/0/type",
+        "/mfa/x",
+        "/sub/0",
+        "/created_at",
+        "/last_login_at",
+        "/email_verified/x",
+        "/groups",
+    ];
+
+    #[test]
+    fn authgear_get_agrees_with_the_record() {
+        let mut users: Vec<User> = (0..3000).map(|i| crate::fake::user(7, i)).collect();
+        users.push(sample());
+        let mut odd = sample();
+        odd.address = Some(Address { formatted: Some(String::new()), ..Default::default() });
+        odd.email = Some(String::new());
+        odd.login_ids.clear();
+        odd.authenticators.oauth_providers.clear();
+        odd.authenticators.mfa_emails = vec!["a<b>@x.com".into()];
+        odd.last_login_at = Some(Utc.with_ymd_and_hms(2020, 1, 1, 0, 0, 0).unwrap());
+        users.push(odd);
+        let pointers: Vec<JsonPointer> =
+            AUTHGEAR_DEFAULT_POINTERS.iter().chain(PROBES.iter()).map(|p| JsonPointer::parse(p).unwrap()).collect();
+        let compiled: Vec<AuthgearPointer> = pointers.iter().map(AuthgearPointer::new).collect();
+        for u in &users {
+            let rec = u.authgear_record();
+            for (ptr, c) in pointers.iter().zip(&compiled) {
+                let fast = u.authgear_get(c);
+                let mut projected = u.clone();
+                c.parts().project(&mut projected);
+                assert_eq!(
+                    serde_json::to_string(&projected.authgear_get(c)).unwrap(),
+                    serde_json::to_string(&fast).unwrap(),
+                    "{ptr} of {} reads outside its parts",
+                    u.id
+                );
+                match ptr.resolve(&rec) {
+                    None => assert_eq!(fast, ViewValue::Missing, "{ptr} of {}", u.id),
+                    Some(v) => {
+                        assert_ne!(fast, ViewValue::Missing, "{ptr} of {}", u.id);
+                        let want = serde_json::to_string(v).unwrap();
+                        assert_eq!(serde_json::to_string(&fast).unwrap(), want, "{ptr} of {}", u.id);
+                        assert_eq!(fast.is_composite(), v.is_array() || v.is_object(), "{ptr}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fast_rfc3339_nano_matches_chrono() {
+        let base = Utc.with_ymd_and_hms(2024, 2, 29, 23, 59, 58).unwrap();
+        let mut times = vec![
+            base,
+            Utc.with_ymd_and_hms(0, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap(),
+            Utc.with_ymd_and_hms(10000, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(-1, 1, 1, 0, 0, 0).unwrap(),
+        ];
+        for n in [1, 10, 100, 120_000_000, 999_999_999, 500_000_000, 1_000, 361_634_370] {
+            times.push(base + chrono::Duration::nanoseconds(n));
+        }
+        for i in 0..5000i64 {
+            times.push(base + chrono::Duration::microseconds(i * 7_919_993_117));
+        }
+        for t in &times {
+            assert_eq!(with_rfc3339_nano(t, str::to_owned), rfc3339_nano(t));
+        }
     }
 }

@@ -49,6 +49,7 @@ use std::io::Write as _;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use serde_json::{Number, Value};
+use userexport_domain::user::{AuthgearPointer, UserParts, ViewValue, with_rfc3339_nano};
 use userexport_domain::{Code, ErrorCode, ExportFormat, ExportSpec, JsonPointer, User, UserView};
 
 /// Gzip compression level used by [`ExportEncoder::new`].
@@ -99,6 +100,8 @@ impl Sink {
 /// One exported column (CSV) or key (NDJSON), precomputed from the spec.
 struct Column {
     pointer: JsonPointer,
+    /// The pointer compiled for the Authgear view, evaluated without building the record.
+    authgear: AuthgearPointer,
     /// NDJSON: the header as a JSON string followed by `:` (HTML-escaped in the Authgear view).
     json_key: Vec<u8>,
 }
@@ -118,13 +121,13 @@ pub struct ExportEncoder {
     csv: CsvOptions,
     /// NDJSON: HTML-escape the serialized lines (Authgear view).
     html_escape: bool,
+    /// Evaluate pointers on the user directly (Authgear view) instead of on its built view document.
+    direct: bool,
     sink: Sink,
     /// Bytes not yet handed to the sink: the CSV header of a gzip stream until the first push.
     pending: Vec<u8>,
-    /// The record being encoded.
+    /// The record being encoded (gzip only: plain output is encoded in place).
     line: Vec<u8>,
-    /// Serialized JSON before HTML escaping.
-    scratch: Vec<u8>,
     /// An HTML-escaped JSON cell before CSV quoting.
     cell: Vec<u8>,
     rows: u64,
@@ -165,7 +168,7 @@ impl ExportEncoder {
                     json_key.extend_from_slice(key.as_bytes());
                 }
                 json_key.push(b':');
-                Column { pointer: f.pointer().clone(), json_key }
+                Column { pointer: f.pointer().clone(), authgear: AuthgearPointer::new(f.pointer()), json_key }
             })
             .collect();
         let csv = CsvOptions { guard: spec.formula_guard(), quote_all: spec.quote_all() };
@@ -178,7 +181,7 @@ impl ExportEncoder {
                 }
                 write_text(&mut pending, h, csv);
             }
-            end_record(&mut pending, headers.len());
+            end_record(&mut pending, 0, headers.len());
         }
         let sink = if spec.gzip() {
             Sink::Gzip(GzEncoder::new(Vec::new(), Compression::new(level.min(9))))
@@ -192,25 +195,67 @@ impl ExportEncoder {
             columns,
             csv,
             html_escape,
+            direct: html_escape,
             sink,
             pending,
             line: Vec::new(),
-            scratch: Vec::new(),
             cell: Vec::new(),
             rows: 0,
+        }
+    }
+
+    /// The same encoder evaluating every pointer on the built view document (the reference the direct
+    /// Authgear path is checked against).
+    #[cfg(test)]
+    fn via_documents(mut self) -> Self {
+        self.direct = false;
+        self
+    }
+
+    /// The parts of a user this encoder reads: [`push`](Self::push) gives the same bytes for a user
+    /// whose other parts are empty ([`UserParts::project`]), so a reader may skip them.
+    pub fn user_parts(&self) -> UserParts {
+        match (self.direct, self.format) {
+            (false, _) => UserParts::ALL,
+            (true, ExportFormat::Ndjson) if self.columns.is_empty() => UserParts::AUTHGEAR_RECORD,
+            (true, _) => self.columns.iter().fold(UserParts::NONE, |acc, c| acc.union(c.authgear.parts())),
         }
     }
 
     /// Encodes one user as the next row / line.
     pub fn push(&mut self, user: &User) -> Result<(), EncodeError> {
         self.flush_pending()?;
-        let doc = user.view(self.view);
-        self.line.clear();
-        match self.format {
-            ExportFormat::Csv => self.encode_csv(&doc)?,
-            ExportFormat::Ndjson => self.encode_ndjson(&doc)?,
+        let Self { format, view, columns, csv, html_escape, direct, sink, line, cell, .. } = self;
+        let gzip = matches!(sink, Sink::Gzip(_));
+        let out = match sink {
+            Sink::Plain(out) => out,
+            Sink::Gzip(_) => {
+                line.clear();
+                &mut *line
+            }
+        };
+        let start = out.len();
+        let encoded = if *direct {
+            let get = |c: &Column| user.authgear_get(&c.authgear);
+            match format {
+                ExportFormat::Csv => encode_csv(out, columns, *csv, cell, get),
+                ExportFormat::Ndjson => encode_ndjson(out, columns, *html_escape, ViewValue::Record(user), get),
+            }
+        } else {
+            let doc = user.view(*view);
+            let get = |c: &Column| c.pointer.resolve(&doc).map_or(ViewValue::Missing, ViewValue::Json);
+            match format {
+                ExportFormat::Csv => encode_csv(out, columns, *csv, cell, get),
+                ExportFormat::Ndjson => encode_ndjson(out, columns, *html_escape, ViewValue::Json(&doc), get),
+            }
+        };
+        if let Err(e) = encoded {
+            out.truncate(start);
+            return Err(e);
         }
-        self.sink.write(&self.line)?;
+        if gzip {
+            self.sink.write(&self.line)?;
+        }
         self.rows += 1;
         Ok(())
     }
@@ -229,6 +274,17 @@ impl ExportEncoder {
         // Keep the capacity for the next chunk: steady state is one allocation per take.
         let capacity = out.capacity();
         std::mem::replace(out, Vec::with_capacity(capacity))
+    }
+
+    /// Like [`take`](Self::take), continuing in `spare` (cleared first) instead of a new buffer, so
+    /// that a caller recycling its buffers allocates nothing in steady state.
+    pub fn take_reusing(&mut self, mut spare: Vec<u8>) -> Vec<u8> {
+        spare.clear();
+        let out = self.sink.output();
+        if spare.capacity() < out.capacity() {
+            spare.reserve_exact(out.capacity());
+        }
+        std::mem::replace(out, spare)
     }
 
     /// Ends the file and returns the bytes not taken yet, including the gzip trailer.
@@ -252,55 +308,97 @@ impl ExportEncoder {
         }
         Ok(())
     }
+}
 
-    fn encode_csv(&mut self, doc: &Value) -> Result<(), EncodeError> {
-        let Self { columns, csv, line, scratch, cell, .. } = self;
-        for (i, col) in columns.iter().enumerate() {
-            if i > 0 {
-                line.push(b',');
-            }
-            match col.pointer.resolve(doc) {
-                None | Some(Value::Null) => {}
-                Some(Value::Bool(b)) => line.extend_from_slice(if *b { b"true" } else { b"false" }),
-                Some(Value::Number(n)) => write_number(line, n),
-                Some(Value::String(s)) => write_text(line, s, *csv),
-                Some(v) => {
-                    scratch.clear();
-                    serde_json::to_writer(&mut *scratch, v)?;
-                    cell.clear();
-                    escape_html(scratch, cell);
-                    // Compact JSON starts with `[` or `{`: never a formula, never leading whitespace.
-                    let quote = csv.quote_all || has_special(cell);
-                    write_field(line, cell, false, quote);
+/// Appends one CSV record of `columns` to `out`, evaluating each column with `get`.
+fn encode_csv<'u>(
+    out: &mut Vec<u8>,
+    columns: &[Column],
+    csv: CsvOptions,
+    cell: &mut Vec<u8>,
+    get: impl Fn(&Column) -> ViewValue<'u>,
+) -> Result<(), EncodeError> {
+    let start = out.len();
+    for (i, col) in columns.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        match get(col) {
+            ViewValue::Missing => {}
+            ViewValue::Bool(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
+            ViewValue::Int(n) => write_int(out, n),
+            ViewValue::Str(s) => write_text(out, s, csv),
+            ViewValue::Time(t) => with_rfc3339_nano(t, |s| write_text(out, s, csv)),
+            ViewValue::Json(v) => write_value_cell(out, v, csv, cell)?,
+            ViewValue::Owned(v) => write_value_cell(out, &v, csv, cell)?,
+            composite => write_json_cell(out, &composite, csv, cell)?,
+        }
+    }
+    end_record(out, start, columns.len());
+    Ok(())
+}
+
+/// Appends one NDJSON line to `out`: `whole` without columns, else the columns evaluated with `get`.
+fn encode_ndjson<'u>(
+    out: &mut Vec<u8>,
+    columns: &[Column],
+    html_escape: bool,
+    whole: ViewValue<'_>,
+    get: impl Fn(&Column) -> ViewValue<'u>,
+) -> Result<(), EncodeError> {
+    if columns.is_empty() {
+        write_json(out, &whole, html_escape)?;
+    } else {
+        out.push(b'{');
+        let mut first = true;
+        for col in columns {
+            let v = get(col);
+            if v != ViewValue::Missing {
+                if !first {
+                    out.push(b',');
                 }
+                first = false;
+                out.extend_from_slice(&col.json_key);
+                write_json(out, &v, html_escape)?;
             }
         }
-        end_record(line, columns.len());
-        Ok(())
+        out.push(b'}');
     }
+    out.push(b'\n');
+    Ok(())
+}
 
-    fn encode_ndjson(&mut self, doc: &Value) -> Result<(), EncodeError> {
-        let Self { columns, html_escape, line, scratch, .. } = self;
-        if columns.is_empty() {
-            write_json(line, scratch, doc, *html_escape)?;
-        } else {
-            line.push(b'{');
-            let mut first = true;
-            for col in columns.iter() {
-                if let Some(v) = col.pointer.resolve(doc) {
-                    if !first {
-                        line.push(b',');
-                    }
-                    first = false;
-                    line.extend_from_slice(&col.json_key);
-                    write_json(line, scratch, v, *html_escape)?;
-                }
-            }
-            line.push(b'}');
-        }
-        line.push(b'\n');
-        Ok(())
+/// Writes the CSV cell of a JSON value: null → empty, booleans, numbers, strings, else JSON text.
+fn write_value_cell(out: &mut Vec<u8>, v: &Value, csv: CsvOptions, cell: &mut Vec<u8>) -> Result<(), EncodeError> {
+    match v {
+        Value::Null => {}
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Number(n) => write_number(out, n),
+        Value::String(s) => write_text(out, s, csv),
+        composite => write_json_cell(out, &ViewValue::Json(composite), csv, cell)?,
     }
+    Ok(())
+}
+
+/// Writes an array or object as a CSV cell: compact, HTML-escaped JSON, quoted when needed.
+fn write_json_cell(
+    out: &mut Vec<u8>,
+    v: &ViewValue<'_>,
+    csv: CsvOptions,
+    cell: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    cell.clear();
+    write_json(cell, v, true)?;
+    // Compact JSON starts with `[` or `{`: never a formula, never leading whitespace.
+    let quote = csv.quote_all || has_special(cell);
+    write_field(out, cell, false, quote);
+    Ok(())
+}
+
+/// Writes an integer in decimal.
+fn write_int(out: &mut Vec<u8>, n: i64) {
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "{n}");
 }
 
 /// Renders a value found at a pointer as an Authgear CSV cell, before quoting and the formula
@@ -340,16 +438,31 @@ fn write_number(out: &mut Vec<u8>, n: &Number) {
     };
 }
 
-/// Serializes `v` as compact JSON onto `line`, HTML-escaped if asked.
-fn write_json(line: &mut Vec<u8>, scratch: &mut Vec<u8>, v: &Value, html_escape: bool) -> Result<(), EncodeError> {
+/// Serializes `v` as compact JSON onto `out`, HTML-escaped if asked.
+fn write_json(out: &mut Vec<u8>, v: &ViewValue<'_>, html_escape: bool) -> Result<(), EncodeError> {
     if html_escape {
-        scratch.clear();
-        serde_json::to_writer(&mut *scratch, v)?;
-        escape_html(scratch, line);
+        v.write_json(&mut *out, HtmlFormatter)?;
     } else {
-        serde_json::to_writer(&mut *line, v)?;
+        v.write_json(&mut *out, serde_json::ser::CompactFormatter)?;
     }
     Ok(())
+}
+
+/// Compact JSON with `<`, `>`, `&`, U+2028 and U+2029 escaped as Go's `json.Marshal` does. They can
+/// only occur inside strings, and serde_json never escapes them itself, so each one arrives whole in
+/// a string fragment.
+struct HtmlFormatter;
+
+impl serde_json::ser::Formatter for HtmlFormatter {
+    fn write_string_fragment<W: ?Sized + std::io::Write>(&mut self, w: &mut W, fragment: &str) -> std::io::Result<()> {
+        let src = fragment.as_bytes();
+        if !src.iter().any(|&b| matches!(b, b'<' | b'>' | b'&' | 0xE2)) {
+            return w.write_all(src);
+        }
+        let mut escaped = Vec::with_capacity(src.len() + 16);
+        escape_html(src, &mut escaped);
+        w.write_all(&escaped)
+    }
 }
 
 /// Copies serialized JSON, escaping `<`, `>`, `&`, U+2028 and U+2029 as Go's `json.Marshal` does.
@@ -426,10 +539,10 @@ fn write_field(line: &mut Vec<u8>, bytes: &[u8], prefix: bool, quote: bool) {
     }
 }
 
-/// Ends the CSV record held in `line` (which holds nothing else) of `fields` fields. A lone empty
-/// field is written as `""`, else the record would read back as a blank line.
-fn end_record(line: &mut Vec<u8>, fields: usize) {
-    if fields == 1 && line.is_empty() {
+/// Ends the CSV record of `fields` fields that starts at `start` in `line`. A lone empty field is
+/// written as `""`, else the record would read back as a blank line.
+fn end_record(line: &mut Vec<u8>, start: usize, fields: usize) {
+    if fields == 1 && line.len() == start {
         line.extend_from_slice(b"\"\"");
     }
     line.push(b'\n');

@@ -422,3 +422,79 @@ fn object_cells_keep_key_order() {
     m.insert("a".into(), json!(2));
     assert_eq!(render_cell(Some(&Value::Object(m))), r#"{"z":1,"a":2}"#);
 }
+
+#[test]
+fn direct_authgear_rendering_matches_the_record() {
+    let mut users: Vec<User> = (0..2000).map(|i| fake::user(3, i)).collect();
+    users.push(user_with(json!({"v": "<a&b>\u{2028}", "n": -1.5, "o": {"x": [1, "=1"]}, "z": null})));
+    let deep = [
+        "/identities/0/login_id/value",
+        "/mfa/totps/0/type",
+        "/custom_attributes/o",
+        "/custom_attributes/v",
+        "/custom_attributes/n",
+        "/custom_attributes/z",
+        "/roles/1",
+        "/address",
+        "/mfa",
+        "/nope",
+        "",
+    ];
+    let mut specs = vec![
+        ExportSpec::builder(ExportFormat::Csv).build().unwrap(),
+        ExportSpec::builder(ExportFormat::Csv).quote_all(true).formula_guard(false).build().unwrap(),
+        ExportSpec::builder(ExportFormat::Ndjson).build().unwrap(),
+        ExportSpec::builder(ExportFormat::Ndjson).gzip(true).build().unwrap(),
+    ];
+    for format in [ExportFormat::Csv, ExportFormat::Ndjson] {
+        let mut b = ExportSpec::builder(format);
+        for (i, p) in deep.iter().enumerate() {
+            b = b.field(ptr(p), Some(format!("f{i}")));
+        }
+        specs.push(b.build().unwrap());
+        let one = ExportSpec::builder(format).field(ptr("/middle_name"), None).build().unwrap();
+        specs.push(one);
+    }
+    for spec in &specs {
+        let mut fast = ExportEncoder::new(spec);
+        let mut slow = ExportEncoder::new(spec).via_documents();
+        let mut projected = ExportEncoder::new(spec);
+        let parts = projected.user_parts();
+        for u in &users {
+            fast.push(u).unwrap();
+            slow.push(u).unwrap();
+            let mut p = u.clone();
+            parts.project(&mut p);
+            projected.push(&p).unwrap();
+        }
+        let fast = fast.finish().unwrap();
+        assert_eq!(fast, slow.finish().unwrap(), "{spec:?}");
+        assert_eq!(fast, projected.finish().unwrap(), "{spec:?} reads outside {parts:?}");
+    }
+    let csv41 = ExportEncoder::new(&specs[0]).user_parts();
+    assert!(!csv41.custom_attributes && !csv41.tenants && csv41.authenticators, "{csv41:?}");
+    let auth0 = ExportSpec::builder(ExportFormat::Csv).view(UserView::Auth0).build().unwrap();
+    assert_eq!(ExportEncoder::new(&auth0).user_parts(), userexport_domain::user::UserParts::ALL);
+}
+
+#[test]
+fn reused_buffers_concatenate_to_the_one_shot_output() {
+    let users: Vec<User> = (0..300).map(|i| fake::user(5, i)).collect();
+    for gzip in [false, true] {
+        let spec = ExportSpec::builder(ExportFormat::Csv).gzip(gzip).build().unwrap();
+        let whole = encode(&spec, &users);
+        let mut enc = ExportEncoder::new(&spec);
+        let mut out = Vec::new();
+        let mut spare = b"stale bytes".to_vec();
+        for (i, u) in users.iter().enumerate() {
+            enc.push(u).unwrap();
+            if i % 37 == 0 {
+                let part = enc.take_reusing(std::mem::take(&mut spare));
+                out.extend_from_slice(&part);
+                spare = part;
+            }
+        }
+        out.extend(enc.finish().unwrap());
+        assert_eq!(out, whole, "gzip {gzip}");
+    }
+}

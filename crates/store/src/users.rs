@@ -173,7 +173,11 @@ impl Store {
         };
         match result {
             Err(StoreError::Db(e)) if is_unique_violation(&e) => Err(self.diagnose_duplicate(project, users, &e).await),
-            other => other,
+            Ok(n) => {
+                self.forget_search_totals(project).await?;
+                Ok(n)
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -312,6 +316,9 @@ impl Store {
     /// read are not seen. A producer task reads ahead at most two pages, so memory stays bounded by the
     /// page size; dropping the stream ends the producer and its transaction.
     ///
+    /// Postgres streams the snapshot with one binary `COPY` ([`Store::stream_users`]); SQLite reads
+    /// keyset pages.
+    ///
     /// Must be called within a Tokio runtime (the producer is spawned on it).
     pub fn stream_user_pages(
         &self,
@@ -319,6 +326,9 @@ impl Store {
         filter: UserFilter,
         page_size: u64,
     ) -> BoxStream<'static, Result<Vec<User>, StoreError>> {
+        if self.backend == Backend::Postgres {
+            return self.stream_users(project, filter, page_size, None, userexport_domain::user::UserParts::ALL);
+        }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             let err = StoreError::Db(DbErr::Custom("stream_user_pages needs a Tokio runtime".into()));
             return futures_util::stream::iter([Err(err)]).boxed();

@@ -1,8 +1,10 @@
 //! The streaming export pipeline: keyset pages → encoder → bounded channel → upload.
 //!
-//! Memory is bounded by one page of users plus at most `CHANNEL_PARTS + 2` parts of output: the
-//! reader/encoder runs on the calling task, the uploader on its own task, and the bounded channel
-//! between them applies back-pressure when the object store is slower than the database.
+//! Three stages run concurrently: the store's reader task (a snapshot `COPY` on Postgres, decoded
+//! into users), the encoder on the calling task, and the uploader on its own task; bounded channels
+//! between them apply back-pressure. Memory is bounded by a few pages of users plus at most
+//! `CHANNEL_PARTS + 2` part buffers, which the uploader hands back to the encoder after each upload
+//! (so that steady state allocates no part buffers, and the allocator keeps no freed ones around).
 
 use std::time::{Duration, Instant};
 
@@ -18,7 +20,7 @@ use userexport_store::Store;
 use crate::error::WorkerError;
 
 /// Parts buffered between the encoder and the uploader.
-const CHANNEL_PARTS: usize = 2;
+const CHANNEL_PARTS: usize = 1;
 
 /// Tunables of one pipeline run.
 #[derive(Debug, Clone)]
@@ -33,7 +35,7 @@ pub struct PipelineConfig {
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        Self { page_size: 1000, part_size: 8 * 1024 * 1024, progress_every: Duration::from_secs(2) }
+        Self { page_size: 256, part_size: 8 * 1024 * 1024, progress_every: Duration::from_secs(2) }
     }
 }
 
@@ -84,21 +86,29 @@ pub enum PipelineOutcome {
 
 type UploaderHandle = tokio::task::JoinHandle<(Box<dyn Upload>, Result<(), StorageError>)>;
 
-fn spawn_uploader(mut upload: Box<dyn Upload>) -> (mpsc::Sender<Bytes>, UploaderHandle) {
+/// Starts the uploader. Returns where to send parts, where uploaded part buffers come back, and the
+/// task.
+fn spawn_uploader(mut upload: Box<dyn Upload>) -> (mpsc::Sender<Bytes>, mpsc::Receiver<Vec<u8>>, UploaderHandle) {
     let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL_PARTS);
+    let (recycle_tx, recycle_rx) = mpsc::channel::<Vec<u8>>(CHANNEL_PARTS + 2);
     let handle = tokio::spawn(async move {
         while let Some(part) = rx.recv().await {
             let started = Instant::now();
             let len = part.len();
+            let keep = part.clone();
             if let Err(e) = upload.put_part(part).await {
                 return (upload, Err(e));
+            }
+            // The upload dropped its references: the buffer is ours again, for the encoder to reuse.
+            if let Ok(buf) = keep.try_into_mut() {
+                let _ = recycle_tx.try_send(Vec::from(buf));
             }
             metrics::histogram!("userexport_upload_part_seconds").record(started.elapsed().as_secs_f64());
             tracing::debug!(bytes = len, "part uploaded");
         }
         (upload, Ok(()))
     });
-    (tx, handle)
+    (tx, recycle_rx, handle)
 }
 
 /// Streams the project's users matching `spec` into `upload`.
@@ -112,8 +122,8 @@ pub async fn run_pipeline(
     cfg: &PipelineConfig,
     observer: &mut dyn ProgressObserver,
 ) -> Result<PipelineOutcome, WorkerError> {
-    let (tx, uploader) = spawn_uploader(upload);
-    let result = encode_into(store, project, spec, cfg, observer, &tx).await;
+    let (tx, mut recycled, uploader) = spawn_uploader(upload);
+    let result = encode_into(store, project, spec, cfg, observer, &tx, &mut recycled).await;
     drop(tx);
     let (upload, sent) = match uploader.await {
         Ok(pair) => pair,
@@ -143,11 +153,13 @@ async fn encode_into(
     cfg: &PipelineConfig,
     observer: &mut dyn ProgressObserver,
     tx: &mpsc::Sender<Bytes>,
+    recycled: &mut mpsc::Receiver<Vec<u8>>,
 ) -> Result<Encoded, WorkerError> {
     let mut encoder = ExportEncoder::new(spec);
     let mut progress = PipelineProgress::default();
     let limit = spec.limit().unwrap_or(u64::MAX);
-    let mut pages = store.stream_user_pages(project.clone(), spec.filter().clone(), cfg.page_size);
+    let parts = encoder.user_parts();
+    let mut pages = store.stream_users(project.clone(), spec.filter().clone(), cfg.page_size, spec.limit(), parts);
     let mut last_report = Instant::now();
     'pages: while let Some(page) = pages.next().await {
         for user in page? {
@@ -156,11 +168,11 @@ async fn encode_into(
             }
             encoder.push(&user)?;
             progress.rows += 1;
-        }
-        if encoder.buffered_len() >= cfg.part_size {
-            let part = encoder.take();
-            progress.bytes += part.len() as u64;
-            tx.send(Bytes::from(part)).await.map_err(|_| WorkerError::UploaderGone)?;
+            if encoder.buffered_len() >= cfg.part_size {
+                let part = encoder.take_reusing(recycled.try_recv().unwrap_or_default());
+                progress.bytes += part.len() as u64;
+                tx.send(Bytes::from(part)).await.map_err(|_| WorkerError::UploaderGone)?;
+            }
         }
         if last_report.elapsed() >= cfg.progress_every {
             last_report = Instant::now();

@@ -1,0 +1,720 @@
+//! Snapshot streams of users for exports.
+//!
+//! On Postgres one export is one statement: `COPY (SELECT … WHERE <the filter's SQL part> ORDER BY
+//! seq [LIMIT n]) TO STDOUT (FORMAT binary)` inside a `REPEATABLE READ READ ONLY` transaction. The
+//! server streams rows as fast as they are consumed (TCP back-pressure); the rows are decoded straight
+//! into [`User`]s — no per-row statement, no sea-orm model, no text-format unescaping — and every
+//! user is still checked with [`UserFilter::matches`], the reference semantics. SQLite keeps the keyset
+//! pages of [`Store::stream_user_pages`].
+//!
+//! `COPY` takes no bind parameters, so the filter's values are inlined by sea-query's Postgres
+//! builder, which quotes and escapes string literals (`E'…'` with backslash escapes) itself.
+
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use sea_orm::DbErr;
+use sea_orm::sea_query::{Expr, Order, PostgresQueryBuilder, Query};
+use sea_orm::sqlx::{self, Connection as _, PgConnection};
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+use userexport_domain::user::UserParts;
+use userexport_domain::{ProjectId, User, UserFilter, UserId};
+
+use crate::entity::users;
+use crate::error::from_sqlx;
+use crate::users::{sql_condition, sql_exact};
+use crate::{Backend, Store, StoreError};
+
+/// Pages in flight between the reader task and the consumer.
+const PAGES_AHEAD: usize = 2;
+
+/// The columns decoded into a [`User`], in `COPY` order.
+const COLUMNS: [users::Column; 32] = [
+    users::Column::Seq,
+    users::Column::UserId,
+    users::Column::LoginIds,
+    users::Column::Username,
+    users::Column::Email,
+    users::Column::EmailVerified,
+    users::Column::Phone,
+    users::Column::PhoneVerified,
+    users::Column::Name,
+    users::Column::GivenName,
+    users::Column::MiddleName,
+    users::Column::FamilyName,
+    users::Column::Nickname,
+    users::Column::Picture,
+    users::Column::Gender,
+    users::Column::Birthdate,
+    users::Column::Zoneinfo,
+    users::Column::Locale,
+    users::Column::Website,
+    users::Column::Profile,
+    users::Column::Address,
+    users::Column::Status,
+    users::Column::Test,
+    users::Column::Roles,
+    users::Column::Tenants,
+    users::Column::CustomAttributes,
+    users::Column::SsoAppIds,
+    users::Column::Authenticators,
+    users::Column::CreatedAt,
+    users::Column::UpdatedAt,
+    users::Column::LastLoginAt,
+    users::Column::LoginsCount,
+];
+
+/// Names of [`COLUMNS`], for error messages.
+const COLUMN_NAMES: [&str; 32] = [
+    "seq",
+    "user_id",
+    "login_ids",
+    "username",
+    "email",
+    "email_verified",
+    "phone",
+    "phone_verified",
+    "name",
+    "given_name",
+    "middle_name",
+    "family_name",
+    "nickname",
+    "picture",
+    "gender",
+    "birthdate",
+    "zoneinfo",
+    "locale",
+    "website",
+    "profile",
+    "address",
+    "status",
+    "test",
+    "roles",
+    "tenants",
+    "custom_attributes",
+    "sso_app_ids",
+    "authenticators",
+    "created_at",
+    "updated_at",
+    "last_login_at",
+    "logins_count",
+];
+
+/// The signature every binary `COPY` stream starts with, followed by flags and an extension length.
+const BINARY_SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
+
+/// Microseconds from the Unix epoch to Postgres's epoch (2000-01-01 UTC).
+const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+impl Store {
+    /// Like [`Store::stream_user_pages`], stopping after `limit` users when given. On Postgres the
+    /// users come from one binary `COPY` of the snapshot (with `LIMIT` in the statement when SQL
+    /// answers the filter exactly); dropping the stream ends the reader and closes its connection.
+    ///
+    /// The caller reads only `parts` of the users: on Postgres the other JSON columns are neither
+    /// selected nor parsed and left empty ([`UserParts::project`]), unless the filter needs them.
+    ///
+    /// Must be called within a Tokio runtime (the reader is spawned on it).
+    pub fn stream_users(
+        &self,
+        project: ProjectId,
+        filter: UserFilter,
+        page_size: u64,
+        limit: Option<u64>,
+        parts: UserParts,
+    ) -> BoxStream<'static, Result<Vec<User>, StoreError>> {
+        if self.backend != Backend::Postgres {
+            // SQLite: keyset pages; the consumer stops at the limit.
+            return self.stream_user_pages(project, filter, page_size);
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            let err = StoreError::Db(DbErr::Custom("stream_users needs a Tokio runtime".into()));
+            return futures_util::stream::iter([Err(err)]).boxed();
+        };
+        let (tx, rx) = mpsc::channel(PAGES_AHEAD);
+        let store = self.clone();
+        let page_size = usize::try_from(page_size.max(1)).unwrap_or(usize::MAX);
+        runtime.spawn(async move {
+            if let Err(e) = store.copy_users(&project, &filter, page_size, limit, parts, &tx).await {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }).boxed()
+    }
+
+    /// The Postgres reader of [`Store::stream_users`]: sends pages to `tx` until the end, the limit,
+    /// an error (returned) or the consumer going away.
+    async fn copy_users(
+        &self,
+        project: &ProjectId,
+        filter: &UserFilter,
+        page_size: usize,
+        limit: Option<u64>,
+        parts: UserParts,
+        tx: &mpsc::Sender<Result<Vec<User>, StoreError>>,
+    ) -> Result<(), StoreError> {
+        let parts = parts.union(filter_parts(filter));
+        let sql = copy_statement(project, filter, limit, parts);
+        let mut conn = self.db.get_postgres_connection_pool().acquire().await.map_err(from_sqlx)?;
+        sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *conn)
+            .await
+            .map_err(from_sqlx)?;
+        let read = read_copy(&mut conn, &sql, filter, parts, page_size, limit.unwrap_or(u64::MAX), tx).await;
+        match read {
+            Ok(true) => {
+                // Read-only: ending it either way is the same.
+                sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await.map_err(from_sqlx)?;
+                Ok(())
+            }
+            other => {
+                // Stopped mid-stream (or failed): the rest of the COPY would have to be read before the
+                // connection could be used again, so close it; the server then aborts the statement.
+                let raw: PgConnection = conn.detach();
+                if let Err(e) = raw.close_hard().await {
+                    tracing::debug!(error = %e, "closing the COPY connection failed");
+                }
+                other.map(|_| ())
+            }
+        }
+    }
+}
+
+/// The parts of a user [`UserFilter::matches`] reads beyond what SQL already checked: none when SQL
+/// answers the filter exactly (except the login ids it compares), else all.
+fn filter_parts(filter: &UserFilter) -> UserParts {
+    if sql_exact(filter) {
+        UserParts { login_ids: !filter.login_ids.is_empty(), ..UserParts::NONE }
+    } else {
+        UserParts::ALL
+    }
+}
+
+/// Whether column `i` of [`COLUMNS`] is read for `parts` (a JSON column not in `parts` is not).
+fn selected(i: usize, parts: UserParts) -> bool {
+    match i {
+        2 => parts.login_ids,
+        20 => parts.address,
+        23 => parts.roles,
+        24 => parts.tenants,
+        25 => parts.custom_attributes,
+        26 => parts.sso_app_ids,
+        27 => parts.authenticators,
+        _ => true,
+    }
+}
+
+/// `COPY (SELECT <COLUMNS> FROM users WHERE … ORDER BY seq [LIMIT n]) TO STDOUT (FORMAT binary)`,
+/// with `NULL` in place of the columns `parts` does not need.
+fn copy_statement(project: &ProjectId, filter: &UserFilter, limit: Option<u64>, parts: UserParts) -> String {
+    let mut q = Query::select();
+    for (i, c) in COLUMNS.into_iter().enumerate() {
+        if selected(i, parts) {
+            q.column(c);
+        } else {
+            q.expr(Expr::cust("NULL"));
+        }
+    }
+    q.from(users::Entity)
+        .cond_where(sql_condition(Backend::Postgres, project, filter))
+        .order_by(users::Column::Seq, Order::Asc);
+    if let Some(n) = limit.filter(|_| sql_exact(filter)) {
+        q.limit(n);
+    }
+    format!("COPY ({}) TO STDOUT (FORMAT binary)", q.to_string(PostgresQueryBuilder))
+}
+
+/// Runs the `COPY` on `conn` and sends the matching users in pages. Ok(true) when the whole stream
+/// was read (the connection is usable again), Ok(false) when it stopped early.
+async fn read_copy(
+    conn: &mut PgConnection,
+    sql: &str,
+    filter: &UserFilter,
+    parts: UserParts,
+    page_size: usize,
+    limit: u64,
+    tx: &mpsc::Sender<Result<Vec<User>, StoreError>>,
+) -> Result<bool, StoreError> {
+    let mut chunks = conn.copy_out_raw(sql).await.map_err(from_sqlx)?;
+    let mut decoder = Decoder::new(parts);
+    let mut page = Vec::with_capacity(page_size);
+    let mut sent = 0u64;
+    let mut done = false;
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(from_sqlx)?;
+        if done {
+            // Only the trailer can follow it.
+            continue;
+        }
+        let mut stop = false;
+        done = decoder.feed(&chunk, |user| {
+            if sent + page.len() as u64 >= limit {
+                stop = true;
+                return false;
+            }
+            if filter.matches(&user) {
+                page.push(user);
+            }
+            true
+        })?;
+        if page.len() >= page_size || (stop && !page.is_empty()) {
+            sent += page.len() as u64;
+            let full = std::mem::replace(&mut page, Vec::with_capacity(page_size));
+            if tx.send(Ok(full)).await.is_err() {
+                return Ok(false); // the consumer is gone
+            }
+        }
+        if stop || sent >= limit {
+            return Ok(false);
+        }
+    }
+    if !done {
+        return Err(StoreError::Corrupt("the COPY stream ended without its trailer".into()));
+    }
+    if !page.is_empty() && tx.send(Ok(page)).await.is_err() {
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// Incremental decoder of a binary `COPY` stream of [`COLUMNS`].
+struct Decoder {
+    /// The JSON columns that were selected (the others are `NULL` and decode as empty).
+    parts: UserParts,
+    /// Bytes of an incomplete tuple (or header) carried over to the next chunk.
+    carry: Vec<u8>,
+    header_seen: bool,
+}
+
+impl Decoder {
+    fn new(parts: UserParts) -> Self {
+        Self { parts, carry: Vec::new(), header_seen: false }
+    }
+
+    /// Decodes every complete tuple of `chunk` (after any carried bytes) and hands each user to
+    /// `each`, which returns false to stop. Returns true once the trailer was read.
+    fn feed(&mut self, chunk: &[u8], mut each: impl FnMut(User) -> bool) -> Result<bool, StoreError> {
+        let owned;
+        let data: &[u8] = if self.carry.is_empty() {
+            chunk
+        } else {
+            self.carry.extend_from_slice(chunk);
+            owned = std::mem::take(&mut self.carry);
+            &owned
+        };
+        let mut pos = 0;
+        if !self.header_seen {
+            let Some(len) = header_len(data)? else {
+                self.carry = data.to_vec();
+                return Ok(false);
+            };
+            pos = len;
+            self.header_seen = true;
+        }
+        while pos < data.len() {
+            let rest = &data[pos..];
+            if rest.len() < 2 {
+                break;
+            }
+            let fields = i16::from_be_bytes([rest[0], rest[1]]);
+            if fields == -1 {
+                return Ok(true);
+            }
+            if fields as usize != COLUMNS.len() {
+                return Err(StoreError::Corrupt(format!(
+                    "COPY tuple with {fields} fields, expected {}",
+                    COLUMNS.len()
+                )));
+            }
+            let Some((values, len)) = split_tuple(rest) else { break };
+            pos += len;
+            if !each(decode_user(&values, self.parts)?) {
+                return Ok(false);
+            }
+        }
+        self.carry = data[pos..].to_vec();
+        Ok(false)
+    }
+}
+
+/// Length of the binary `COPY` header at the start of `data`, or None when incomplete.
+fn header_len(data: &[u8]) -> Result<Option<usize>, StoreError> {
+    if data.len() < 19 {
+        return Ok(None);
+    }
+    if &data[..11] != BINARY_SIGNATURE {
+        return Err(StoreError::Corrupt("the COPY stream has no binary signature".into()));
+    }
+    let ext = u32::from_be_bytes([data[15], data[16], data[17], data[18]]) as usize;
+    Ok((data.len() >= 19 + ext).then_some(19 + ext))
+}
+
+/// The values of one tuple (None = NULL), in [`COLUMNS`] order.
+type Values<'a> = [Option<&'a [u8]>; 32];
+
+/// The field values of the tuple at the start of `data` and its length, or None when the tuple is
+/// incomplete.
+fn split_tuple(data: &[u8]) -> Option<(Values<'_>, usize)> {
+    let mut values = [None; 32];
+    let mut pos = 2;
+    for v in &mut values {
+        let len = data.get(pos..pos + 4)?;
+        let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+        pos += 4;
+        if len < 0 {
+            continue;
+        }
+        let len = len as usize;
+        let bytes = data.get(pos..pos + len)?;
+        *v = Some(bytes);
+        pos += len;
+    }
+    Some((values, pos))
+}
+
+/// One row of [`COLUMNS`] → [`User`]; JSON columns outside `parts` are left empty.
+fn decode_user(v: &Values<'_>, parts: UserParts) -> Result<User, StoreError> {
+    let seq = int8(v, 0, None)?;
+    let row = Row { v, seq, parts };
+    Ok(User {
+        id: UserId::parse(row.text(1)?).map_err(|e| row.corrupt(1, &e.to_string()))?,
+        login_ids: row.json_part(2)?,
+        username: row.opt_text(3)?,
+        email: row.opt_text(4)?,
+        email_verified: row.boolean(5)?,
+        phone: row.opt_text(6)?,
+        phone_verified: row.boolean(7)?,
+        name: row.opt_text(8)?,
+        given_name: row.opt_text(9)?,
+        middle_name: row.opt_text(10)?,
+        family_name: row.opt_text(11)?,
+        nickname: row.opt_text(12)?,
+        picture: row.opt_text(13)?,
+        gender: row.opt_text(14)?,
+        birthdate: row.opt_text(15)?,
+        zoneinfo: row.opt_text(16)?,
+        locale: row.opt_text(17)?,
+        website: row.opt_text(18)?,
+        profile: row.opt_text(19)?,
+        address: if parts.address { row.opt_json(20)? } else { None },
+        status: row.text(21)?.parse().map_err(|e: String| row.corrupt(21, &e))?,
+        test: row.boolean(22)?,
+        roles: row.json_part(23)?,
+        tenants: row.json_part(24)?,
+        custom_attributes: row.json_part(25)?,
+        sso_app_ids: row.json_part(26)?,
+        authenticators: row.json_part(27)?,
+        created_at: row.timestamp(28)?,
+        updated_at: row.timestamp(29)?,
+        last_login_at: row.opt_timestamp(30)?,
+        logins_count: int8(v, 31, Some(seq))?,
+    })
+}
+
+/// A `bigint` value.
+fn int8(v: &Values<'_>, i: usize, seq: Option<i64>) -> Result<i64, StoreError> {
+    let bytes = v[i].ok_or_else(|| corrupt(i, seq, "is NULL"))?;
+    let bytes: [u8; 8] = bytes.try_into().map_err(|_| corrupt(i, seq, "is not an 8-byte integer"))?;
+    Ok(i64::from_be_bytes(bytes))
+}
+
+fn corrupt(i: usize, seq: Option<i64>, what: &str) -> StoreError {
+    match seq {
+        Some(seq) => StoreError::Corrupt(format!("users.{} of seq {seq}: {what}", COLUMN_NAMES[i])),
+        None => StoreError::Corrupt(format!("users.{}: {what}", COLUMN_NAMES[i])),
+    }
+}
+
+/// The values of one row, for typed access with errors naming the column and row.
+struct Row<'a> {
+    v: &'a Values<'a>,
+    seq: i64,
+    parts: UserParts,
+}
+
+impl<'a> Row<'a> {
+    fn corrupt(&self, i: usize, what: &str) -> StoreError {
+        corrupt(i, Some(self.seq), what)
+    }
+
+    fn opt_bytes(&self, i: usize) -> Option<&'a [u8]> {
+        self.v[i]
+    }
+
+    fn bytes(&self, i: usize) -> Result<&'a [u8], StoreError> {
+        self.v[i].ok_or_else(|| self.corrupt(i, "is NULL"))
+    }
+
+    fn utf8(&self, i: usize, b: &'a [u8]) -> Result<&'a str, StoreError> {
+        std::str::from_utf8(b).map_err(|e| self.corrupt(i, &e.to_string()))
+    }
+
+    fn text(&self, i: usize) -> Result<&'a str, StoreError> {
+        self.utf8(i, self.bytes(i)?)
+    }
+
+    fn opt_text(&self, i: usize) -> Result<Option<String>, StoreError> {
+        self.opt_bytes(i).map(|b| self.utf8(i, b).map(str::to_owned)).transpose()
+    }
+
+    fn boolean(&self, i: usize) -> Result<bool, StoreError> {
+        match self.bytes(i)? {
+            [b] => Ok(*b != 0),
+            _ => Err(self.corrupt(i, "is not a boolean")),
+        }
+    }
+
+    fn json<T: DeserializeOwned>(&self, i: usize) -> Result<T, StoreError> {
+        serde_json::from_slice(self.bytes(i)?).map_err(|e| self.corrupt(i, &e.to_string()))
+    }
+
+    /// A JSON column, or the empty value when it was not selected.
+    fn json_part<T: DeserializeOwned + Default>(&self, i: usize) -> Result<T, StoreError> {
+        if selected(i, self.parts) { self.json(i) } else { Ok(T::default()) }
+    }
+
+    fn opt_json<T: DeserializeOwned>(&self, i: usize) -> Result<Option<T>, StoreError> {
+        self.opt_bytes(i).map(|b| serde_json::from_slice(b).map_err(|e| self.corrupt(i, &e.to_string()))).transpose()
+    }
+
+    fn timestamp(&self, i: usize) -> Result<DateTime<Utc>, StoreError> {
+        self.micros(i, self.bytes(i)?)
+    }
+
+    fn opt_timestamp(&self, i: usize) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.opt_bytes(i).map(|b| self.micros(i, b)).transpose()
+    }
+
+    /// A `timestamptz`: microseconds since 2000-01-01 UTC.
+    fn micros(&self, i: usize, b: &[u8]) -> Result<DateTime<Utc>, StoreError> {
+        let b: [u8; 8] = b.try_into().map_err(|_| self.corrupt(i, "is not a timestamp"))?;
+        i64::from_be_bytes(b)
+            .checked_add(PG_EPOCH_MICROS)
+            .and_then(DateTime::from_timestamp_micros)
+            .ok_or_else(|| self.corrupt(i, "is out of range"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tuple(values: &[Option<&[u8]>]) -> Vec<u8> {
+        let mut t = (values.len() as i16).to_be_bytes().to_vec();
+        for v in values {
+            match v {
+                Some(b) => {
+                    t.extend_from_slice(&(b.len() as i32).to_be_bytes());
+                    t.extend_from_slice(b);
+                }
+                None => t.extend_from_slice(&(-1i32).to_be_bytes()),
+            }
+        }
+        t
+    }
+
+    fn sample_tuple(seq: i64, id: &str) -> Vec<u8> {
+        let seq = seq.to_be_bytes();
+        let created = 1_000_000i64.to_be_bytes();
+        let count = 3i64.to_be_bytes();
+        let mut values: Vec<Option<&[u8]>> = vec![
+            Some(&seq),
+            Some(id.as_bytes()),
+            Some(b"[\"a@example.com\"]"),
+            None,
+            Some("é@example.com".as_bytes()),
+            Some(&[1]),
+            None,
+            Some(&[0]),
+        ];
+        values.extend([None; 12]);
+        values.extend([
+            Some(b"{\"country\":\"US\"}".as_slice()),
+            Some(b"enabled"),
+            Some(&[0]),
+            Some(b"[\"admin\"]"),
+            Some(b"[]"),
+            Some(b"{\"plan\":\"pro\"}"),
+            Some(b"[]"),
+            Some(b"{\"password\":true}"),
+            Some(&created),
+            Some(&created),
+            None,
+            Some(&count),
+        ]);
+        tuple(&values)
+    }
+
+    #[test]
+    fn decodes_tuples_split_anywhere() {
+        let id = userexport_domain::UserId::generate();
+        let mut stream = BINARY_SIGNATURE.to_vec();
+        stream.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]);
+        stream.extend(sample_tuple(1, id.as_str()));
+        stream.extend(sample_tuple(2, id.as_str()));
+        stream.extend_from_slice(&(-1i16).to_be_bytes());
+        for split in 0..stream.len() {
+            let mut d = Decoder::new(UserParts::ALL);
+            let mut users = Vec::new();
+            let first = d.feed(&stream[..split], |u| {
+                users.push(u);
+                true
+            });
+            assert!(!first.unwrap());
+            let done = d
+                .feed(&stream[split..], |u| {
+                    users.push(u);
+                    true
+                })
+                .unwrap();
+            assert!(done, "split at {split}");
+            assert_eq!(users.len(), 2);
+            let u = &users[1];
+            assert_eq!(u.id, id);
+            assert_eq!(u.email.as_deref(), Some("é@example.com"));
+            assert!(u.email_verified && !u.phone_verified);
+            assert_eq!(u.address.as_ref().and_then(|a| a.country.as_deref()), Some("US"));
+            assert_eq!(u.roles, ["admin"]);
+            assert_eq!(u.created_at.timestamp(), 946_684_801);
+            assert_eq!(u.logins_count, 3);
+            assert!(u.authenticators.password);
+        }
+    }
+
+    #[test]
+    fn bad_rows_are_corrupt_not_panics() {
+        let mut stream = BINARY_SIGNATURE.to_vec();
+        stream.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]);
+        stream.extend(sample_tuple(5, "not-a-user-id"));
+        let err = Decoder::new(UserParts::ALL).feed(&stream, |_| true).unwrap_err();
+        assert!(matches!(&err, StoreError::Corrupt(m) if m.contains("users.user_id of seq 5")), "{err}");
+        assert!(matches!(
+            Decoder::new(UserParts::ALL).feed(b"PGCOPY\nxxxxxxxxxxxxxxxxx", |_| true),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn filters_and_limits_are_inlined_as_literals() {
+        let project = ProjectId::generate();
+        let filter = UserFilter {
+            emails: vec!["O'Hara\\x@example.com".into()],
+            created_from: Some(DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap()),
+            ..Default::default()
+        };
+        let sql = copy_statement(&project, &filter, Some(10), UserParts::ALL);
+        assert!(sql.starts_with("COPY (SELECT \"seq\", \"user_id\""), "{sql}");
+        assert!(sql.ends_with("ORDER BY \"seq\" ASC LIMIT 10) TO STDOUT (FORMAT binary)"), "{sql}");
+        assert!(sql.contains(r"E'o\'hara\\x@example.com'"), "{sql}");
+        assert!(sql.contains("2023-11-14 22:13:20.123456 +00:00"), "{sql}");
+        let inexact = UserFilter { text: Some("x".into()), ..Default::default() };
+        assert!(!copy_statement(&project, &inexact, Some(10), UserParts::ALL).contains("LIMIT"));
+        let narrow = copy_statement(&project, &filter, None, UserParts { roles: true, ..UserParts::NONE });
+        assert!(narrow.contains("\"user_id\", NULL, \"username\""), "{narrow}");
+        let tail = "\"profile\", NULL, \"status\", \"test\", \"roles\", NULL, NULL, NULL, NULL, \"created_at\"";
+        assert!(narrow.contains(tail), "{narrow}");
+    }
+
+    /// Decoded users equal what the sea-orm path reads, for every field; limits and early drops
+    /// leave the pool usable. Needs Postgres (`USEREXPORT_TEST_DATABASE_URL`); skipped without it
+    /// unless `USEREXPORT_TEST_REQUIRE_SERVICES=1`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn copy_stream_reads_what_the_models_read() {
+        use futures_util::TryStreamExt;
+        use sea_orm::ConnectionTrait;
+        use userexport_domain::{TestUsers, fake};
+
+        let admin_url = std::env::var("USEREXPORT_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        let required = std::env::var("USEREXPORT_TEST_REQUIRE_SERVICES").is_ok_and(|v| v == "1");
+        let admin =
+            match tokio::time::timeout(std::time::Duration::from_secs(5), Store::connect_with(&admin_url, 1)).await {
+                Ok(Ok(admin)) => admin,
+                other if required => panic!("Postgres at {admin_url} is unreachable: {other:?}"),
+                other => {
+                    eprintln!("skipping: Postgres at {admin_url} is unreachable ({other:?})");
+                    return;
+                }
+            };
+        let name = format!("userexport_test_{:016x}", rand::random::<u64>());
+        let mut url = url::Url::parse(&admin_url).unwrap();
+        url.set_path(&name);
+        admin.connection().execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await.unwrap();
+        let outcome = tokio::spawn(async move {
+            let store = Store::connect_with(url.as_str(), 3).await.unwrap();
+            store.migrate().await.unwrap();
+            let (project, _) = store.create_project("stream").await.unwrap();
+            let p = project.id;
+            let mut users: Vec<User> = (0..300).map(|i| fake::user(9, i)).collect();
+            let mut odd = fake::user(9, 300);
+            odd.name = Some("tab\there\\back\nline \u{2028} é".into());
+            odd.email = Some(String::new());
+            odd.address = None;
+            odd.last_login_at = None;
+            odd.custom_attributes.insert("nested".into(), serde_json::json!({"a": [1, null, "x"]}));
+            users.push(odd);
+            store.insert_users(&p, &users).await.unwrap();
+            let everyone = UserFilter { test_users: TestUsers::Include, ..Default::default() };
+
+            let pages: Vec<Vec<User>> =
+                store.stream_users(p.clone(), everyone.clone(), 64, None, UserParts::ALL).try_collect().await.unwrap();
+            assert!(pages[..pages.len() - 1].iter().all(|page| page.len() == 64));
+            let got: Vec<User> = pages.into_iter().flatten().collect();
+            assert_eq!(got.len(), users.len());
+            for (g, u) in got.iter().zip(&users) {
+                assert_eq!(g.id, u.id, "insertion order");
+                assert_eq!(Some(g), store.get_user(&p, &u.id).await.unwrap().as_ref());
+            }
+
+            // Only the asked parts are read.
+            let parts = UserParts { roles: true, authenticators: true, ..UserParts::NONE };
+            let narrow: Vec<User> = store
+                .stream_users(p.clone(), everyone.clone(), 50, None, parts)
+                .try_collect::<Vec<_>>()
+                .await
+                .unwrap()
+                .concat();
+            let want: Vec<User> = got
+                .iter()
+                .cloned()
+                .map(|mut u| {
+                    parts.project(&mut u);
+                    u
+                })
+                .collect();
+            assert_eq!(narrow, want);
+
+            let limited: Vec<User> = store
+                .stream_users(p.clone(), everyone.clone(), 4, Some(10), UserParts::ALL)
+                .try_collect::<Vec<_>>()
+                .await
+                .unwrap()
+                .concat();
+            assert_eq!(limited, got[..10]);
+            let text = UserFilter { text: Some("@".into()), ..everyone.clone() };
+            let want: Vec<&User> = got.iter().filter(|u| text.matches(u)).take(7).collect();
+            let limited: Vec<User> = store
+                .stream_users(p.clone(), text, 5, Some(7), UserParts::NONE)
+                .try_collect::<Vec<_>>()
+                .await
+                .unwrap()
+                .concat();
+            assert_eq!(limited.iter().collect::<Vec<_>>(), want);
+
+            // Dropped after one page: the reader stops and the pool keeps working.
+            for _ in 0..5 {
+                let mut s = store.stream_users(p.clone(), everyone.clone(), 10, None, UserParts::ALL);
+                assert_eq!(s.next().await.unwrap().unwrap().len(), 10);
+            }
+            assert_eq!(store.count_users(&p, &everyone).await.unwrap(), users.len() as u64);
+        })
+        .await;
+        let dropped =
+            admin.connection().execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await;
+        if let Err(e) = outcome {
+            std::panic::resume_unwind(e.into_panic());
+        }
+        dropped.unwrap();
+    }
+}
