@@ -81,6 +81,7 @@ pub fn api_settings(settings: &Settings) -> anyhow::Result<ApiSettings> {
     Ok(ApiSettings {
         max_body_bytes: settings.max_body_bytes,
         auth0_token_key: userexport_api::dialect::auth0::TokenKey::derive(&secret),
+        rate_limit: settings.rate_limit.map(|n| userexport_api::rate_limit::ProjectRateLimit::new(n, n)),
         ..ApiSettings::default()
     })
 }
@@ -136,6 +137,33 @@ pub fn start_api(settings: &Settings, c: &Components, listener: TcpListener) -> 
     userexport_api::run(listener, state).context("cannot start the HTTP server")
 }
 
+/// Starts a worker process's own metrics endpoint on `listener`: `GET /metrics` (the process's
+/// Prometheus text, with the queue depth sampled at scrape time) and `GET /healthz`. Stop the
+/// returned server with `ServerHandle::stop`.
+pub fn start_worker_metrics(listener: TcpListener, queue: Queue) -> anyhow::Result<actix_web::dev::Server> {
+    use actix_web::{App, HttpServer, web};
+    userexport_api::ops::metrics_handle();
+    userexport_worker::metric::describe();
+    async fn metrics(queue: web::Data<Queue>) -> actix_web::HttpResponse {
+        userexport_api::ops::record_queue_depth(&queue).await;
+        userexport_api::ops::metrics_response()
+    }
+    let queue = web::Data::new(queue);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(queue.clone())
+            .route("/metrics", web::get().to(metrics))
+            .route("/healthz", web::get().to(userexport_api::ops::healthz))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(5)
+    .listen(listener)
+    .context("cannot start the worker metrics server")?
+    .run();
+    Ok(server)
+}
+
 /// Runs the worker (and maintenance) until `shutdown`.
 pub async fn run_worker(
     settings: &Settings,
@@ -143,6 +171,10 @@ pub async fn run_worker(
     concurrency: usize,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
+    // The recorder serves `/metrics` of this process (the API's in `up`, the worker's own port in
+    // `worker`); installing it here makes the worker's metrics count even before a scrape.
+    userexport_api::ops::metrics_handle();
+    userexport_worker::metric::describe();
     let worker = ExportWorker {
         store: c.store.clone(),
         storage: c.storage.clone(),
@@ -176,16 +208,32 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     server.await.context("HTTP server error")
 }
 
-/// `userexport worker`.
+/// `userexport worker`, with its own `/metrics` on `worker_metrics_bind` when set.
 pub async fn worker(settings: Settings, concurrency: Option<usize>) -> anyhow::Result<()> {
     let c = build(&settings).await?;
+    let metrics = match settings.worker_metrics_bind {
+        Some(addr) => {
+            let listener =
+                TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr} (worker metrics)"))?;
+            tracing::info!(addr = %listener.local_addr()?, "worker metrics listening");
+            let server = start_worker_metrics(listener, c.queue.clone())?;
+            let handle = server.handle();
+            tokio::spawn(server);
+            Some(handle)
+        }
+        None => None,
+    };
     let (tx, shutdown) = Shutdown::new();
     tokio::spawn(async move {
         os_signal().await;
         let _ = tx.send(true);
     });
     tracing::info!("worker started");
-    run_worker(&settings, &c, concurrency.unwrap_or(settings.worker_concurrency), shutdown).await
+    let result = run_worker(&settings, &c, concurrency.unwrap_or(settings.worker_concurrency), shutdown).await;
+    if let Some(handle) = metrics {
+        handle.stop(true).await;
+    }
+    result
 }
 
 /// `userexport up`: API + worker in one process; bootstraps a dev project on first start.

@@ -128,6 +128,16 @@ pub struct ConfigArgs {
     #[arg(long, env = "USEREXPORT_SWEEP_INTERVAL", value_name = "DURATION", global = true)]
     pub sweep_interval: Option<String>,
 
+    /// Requests per second each project may send to the Descope routes, per API replica (bursts of
+    /// the same size), or `off` [default: off].
+    #[arg(long, env = "USEREXPORT_RATE_LIMIT", value_name = "PER_SECOND", global = true)]
+    pub rate_limit: Option<String>,
+
+    /// Address (IP:port) where `userexport worker` serves `/metrics` and `/healthz`, or `off`
+    /// [default: off].
+    #[arg(long, env = "USEREXPORT_WORKER_METRICS_BIND", value_name = "ADDR", global = true)]
+    pub worker_metrics_bind: Option<String>,
+
     /// Server secret (≥ 32 chars) for local download URLs and `/oauth/token` JWTs; API replicas must share it
     /// [default: generated into <data-dir>/signing.secret].
     #[arg(long, env = "USEREXPORT_SIGNING_SECRET", value_name = "SECRET", hide_env_values = true, global = true)]
@@ -160,6 +170,8 @@ impl fmt::Debug for ConfigArgs {
             .field("lease", &self.lease)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("sweep_interval", &self.sweep_interval)
+            .field("worker_metrics_bind", &self.worker_metrics_bind)
+            .field("rate_limit", &self.rate_limit)
             .field("signing_secret", &secret(&self.signing_secret))
             .finish()
     }
@@ -189,6 +201,8 @@ pub struct FileConfig {
     lease: Option<String>,
     max_body_bytes: Option<u64>,
     sweep_interval: Option<String>,
+    worker_metrics_bind: Option<String>,
+    rate_limit: Option<u64>,
     signing_secret: Option<String>,
 }
 
@@ -289,6 +303,10 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// Interval of the sweeper and reconciler.
     pub sweep_interval: Duration,
+    /// Where `userexport worker` serves its own `/metrics` and `/healthz`; `None`: not served.
+    pub worker_metrics_bind: Option<SocketAddr>,
+    /// Per-project requests per second on the Descope routes (per API replica); `None`: unlimited.
+    pub rate_limit: Option<std::num::NonZeroU32>,
     /// Operator-provided server secret (download URLs, `/oauth/token` JWTs); see [`Settings::signing_secret`].
     pub signing_secret: Option<String>,
 }
@@ -403,6 +421,8 @@ impl fmt::Debug for Settings {
             .field("lease", &format_duration(self.lease))
             .field("max_body_bytes", &self.max_body_bytes)
             .field("sweep_interval", &format_duration(self.sweep_interval))
+            .field("worker_metrics_bind", &self.worker_metrics_bind)
+            .field("rate_limit", &self.rate_limit)
             .field("signing_secret", &self.signing_secret.as_ref().map(|_| REDACTED))
             .finish()
     }
@@ -478,9 +498,12 @@ const LEASE: Key = key("USEREXPORT_LEASE", "--lease", "lease", false);
 const MAX_BODY_BYTES: Key = key("USEREXPORT_MAX_BODY_BYTES", "--max-body-bytes", "max_body_bytes", false);
 const SWEEP_INTERVAL: Key = key("USEREXPORT_SWEEP_INTERVAL", "--sweep-interval", "sweep_interval", false);
 const SIGNING_SECRET: Key = key("USEREXPORT_SIGNING_SECRET", "--signing-secret", "signing_secret", true);
+const WORKER_METRICS_BIND: Key =
+    key("USEREXPORT_WORKER_METRICS_BIND", "--worker-metrics-bind", "worker_metrics_bind", false);
+const RATE_LIMIT: Key = key("USEREXPORT_RATE_LIMIT", "--rate-limit", "rate_limit", false);
 
 /// Every setting that has a file key (all but `--config`).
-const SETTINGS: [Key; 21] = [
+const SETTINGS: [Key; 23] = [
     BIND,
     DATA_DIR,
     DATABASE_URL,
@@ -501,6 +524,8 @@ const SETTINGS: [Key; 21] = [
     LEASE,
     MAX_BODY_BYTES,
     SWEEP_INTERVAL,
+    WORKER_METRICS_BIND,
+    RATE_LIMIT,
     SIGNING_SECRET,
 ];
 
@@ -701,6 +726,32 @@ impl ConfigArgs {
         let sweep_interval =
             duration(SWEEP_INTERVAL, &self.sweep_interval, &f.sweep_interval, Duration::from_secs(60), None)?;
 
+        let worker_metrics_bind = parse_or(
+            WORKER_METRICS_BIND,
+            l.pick(WORKER_METRICS_BIND, self.worker_metrics_bind.clone(), f.worker_metrics_bind.clone()),
+            || None,
+            |v| match v.trim().to_ascii_lowercase().as_str() {
+                "off" | "none" | "disabled" => Ok(None),
+                v => v
+                    .parse::<SocketAddr>()
+                    .map(Some)
+                    .map_err(|_| "expected an IP address and port, e.g. 0.0.0.0:9090, or `off`".to_owned()),
+            },
+        )?;
+
+        let rate_limit = parse_or(
+            RATE_LIMIT,
+            l.pick(RATE_LIMIT, self.rate_limit.clone(), f.rate_limit.map(|n| n.to_string())),
+            || None,
+            |v| match v.trim().to_ascii_lowercase().as_str() {
+                "off" | "none" | "disabled" | "0" => Ok(None),
+                v => v
+                    .parse::<std::num::NonZeroU32>()
+                    .map(Some)
+                    .map_err(|_| "expected requests per second (a whole number), or `off`".to_owned()),
+            },
+        )?;
+
         let positive = |v: &str| match v.trim().parse::<usize>() {
             Ok(0) => Err("must be at least 1".to_owned()),
             Ok(n) => Ok(n),
@@ -747,6 +798,8 @@ impl ConfigArgs {
             lease,
             max_body_bytes,
             sweep_interval,
+            worker_metrics_bind,
+            rate_limit,
             signing_secret,
         })
     }
@@ -1563,6 +1616,33 @@ mod tests {
         let s = resolve(&ConfigArgs::default(), &[("USEREXPORT_DATA_DIR", data_dir.to_str().unwrap())]).unwrap();
         s.ensure_dirs().unwrap();
         assert!(data_dir.join("files").is_dir());
+    }
+
+    #[test]
+    fn rate_limit_is_off_by_default_and_takes_a_positive_rate() {
+        assert_eq!(resolve(&ConfigArgs::default(), &[]).unwrap().rate_limit, None);
+        let s = resolve(&ConfigArgs::default(), &[("USEREXPORT_RATE_LIMIT", "50")]).unwrap();
+        assert_eq!(s.rate_limit.map(|n| n.get()), Some(50));
+        assert_eq!(resolve(&ConfigArgs::default(), &[("USEREXPORT_RATE_LIMIT", "off")]).unwrap().rate_limit, None);
+        let s = resolve_with_file(&ConfigArgs::default(), &[], "rate_limit = 7").unwrap();
+        assert_eq!(s.rate_limit.map(|n| n.get()), Some(7));
+        let err = resolve(&ConfigArgs::default(), &[("USEREXPORT_RATE_LIMIT", "fast")]).unwrap_err().to_string();
+        assert!(err.contains("USEREXPORT_RATE_LIMIT"), "{err}");
+    }
+
+    #[test]
+    fn worker_metrics_bind_is_off_by_default_and_takes_an_address_or_off() {
+        assert_eq!(resolve(&ConfigArgs::default(), &[]).unwrap().worker_metrics_bind, None);
+        let s = resolve(&ConfigArgs::default(), &[("USEREXPORT_WORKER_METRICS_BIND", "0.0.0.0:9090")]).unwrap();
+        assert_eq!(s.worker_metrics_bind, Some("0.0.0.0:9090".parse().unwrap()));
+        for off in ["off", "OFF", "none", "disabled"] {
+            let s = resolve(&ConfigArgs::default(), &[("USEREXPORT_WORKER_METRICS_BIND", off)]).unwrap();
+            assert_eq!(s.worker_metrics_bind, None, "{off}");
+        }
+        let s = resolve_with_file(&ConfigArgs::default(), &[], "worker_metrics_bind = \"127.0.0.1:9091\"").unwrap();
+        assert_eq!(s.worker_metrics_bind, Some("127.0.0.1:9091".parse().unwrap()));
+        let e = error_of(&[("USEREXPORT_WORKER_METRICS_BIND", "9090")]);
+        assert!(e.contains("USEREXPORT_WORKER_METRICS_BIND") && e.contains("`9090`") && e.contains("off"), "{e}");
     }
 
     #[test]

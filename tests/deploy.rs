@@ -111,6 +111,21 @@ fn kubernetes_manifests_have_the_promised_objects() {
     assert_eq!(api["livenessProbe"]["httpGet"]["path"].as_str(), Some("/healthz"));
     let worker = &find(&objects, "Deployment", "userexport-worker")["spec"]["template"]["spec"];
     assert_eq!(worker["containers"][0]["args"][0].as_str(), Some("worker"));
+    // Workers serve their own metrics: the ConfigMap sets the address, the pod exposes the port,
+    // Prometheus is told to scrape it, and liveness checks the same server.
+    let config = &find(&objects, "ConfigMap", "userexport-config")["data"];
+    let metrics_bind: std::net::SocketAddr =
+        config["USEREXPORT_WORKER_METRICS_BIND"].as_str().expect("worker metrics address").parse().unwrap();
+    let port = i64::from(metrics_bind.port());
+    let container = &worker["containers"][0];
+    let ports = container["ports"].as_vec().expect("worker ports");
+    let metrics_port = ports.iter().find(|p| p["containerPort"].as_i64() == Some(port)).expect("metrics port");
+    let annotations = &find(&objects, "Deployment", "userexport-worker")["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(annotations["prometheus.io/scrape"].as_str(), Some("true"));
+    assert_eq!(annotations["prometheus.io/port"].as_str(), Some(port.to_string().as_str()));
+    assert_eq!(annotations["prometheus.io/path"].as_str(), Some("/metrics"));
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"].as_str(), Some("/healthz"));
+    assert_eq!(container["livenessProbe"]["httpGet"]["port"], metrics_port["name"]);
     for d in ["userexport-api", "userexport-worker"] {
         let c = &find(&objects, "Deployment", d)["spec"]["template"]["spec"]["containers"][0];
         assert!(!c["resources"]["requests"]["cpu"].is_badvalue(), "{d} has no CPU request");
@@ -145,6 +160,8 @@ fn compose_file_runs_every_role_against_shared_services() {
     for (service, role) in [("migrate", "migrate"), ("api", "serve"), ("worker", "worker")] {
         assert_eq!(services[service]["command"][0].as_str(), Some(role));
     }
+    let worker_env = &services["worker"]["environment"];
+    assert_eq!(worker_env["USEREXPORT_WORKER_METRICS_BIND"].as_str(), Some("0.0.0.0:9090"), "{worker_env:?}");
     // `docker compose config` validates the file when a Docker client with the compose plugin is
     // installed (this machine may have neither; the checks above do not depend on it).
     let docker = |args: &[&str]| {

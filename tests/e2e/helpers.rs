@@ -139,29 +139,36 @@ pub struct TestApp {
     _dir: tempfile::TempDir,
 }
 
-/// Settings for a test app in `mode` under `dir`.
-pub async fn test_settings(mode: Mode, dir: &std::path::Path) -> Option<(Settings, Option<(String, String)>)> {
+/// Settings for a test app in `mode` under `dir`, plus `extra` `USEREXPORT_*` variables.
+pub async fn test_settings_with(
+    mode: Mode,
+    dir: &std::path::Path,
+    extra: &[(&str, String)],
+) -> Option<(Settings, Option<(String, String)>)> {
     let prefix = format!("uetest-{}", random_suffix());
     match mode {
-        Mode::Embedded => Some((resolve(dir, &[("USEREXPORT_QUEUE_PREFIX", prefix)]), None)),
+        Mode::Embedded => {
+            let mut vars = vec![("USEREXPORT_QUEUE_PREFIX", prefix)];
+            vars.extend(extra.iter().cloned());
+            Some((resolve(dir, &vars), None))
+        }
         Mode::Production => {
             let svc = services()?;
             let db_name = format!("userexport_test_{}", random_suffix());
             let db_url = create_database(&svc.postgres_admin_url, &db_name).await;
-            let s = resolve(
-                dir,
-                &[
-                    ("USEREXPORT_QUEUE_PREFIX", prefix),
-                    ("USEREXPORT_DATABASE_URL", db_url),
-                    ("USEREXPORT_REDIS_URL", svc.redis_url.clone()),
-                    ("USEREXPORT_S3_ENDPOINT", svc.s3_endpoint.clone()),
-                    ("USEREXPORT_S3_BUCKET", format!("uetest-{}", random_suffix())),
-                    ("USEREXPORT_S3_REGION", "us-east-1".to_owned()),
-                    ("USEREXPORT_S3_ACCESS_KEY_ID", svc.s3_access_key.clone()),
-                    ("USEREXPORT_S3_SECRET_ACCESS_KEY", svc.s3_secret_key.clone()),
-                    ("USEREXPORT_S3_FORCE_PATH_STYLE", "true".to_owned()),
-                ],
-            );
+            let mut vars = vec![
+                ("USEREXPORT_QUEUE_PREFIX", prefix),
+                ("USEREXPORT_DATABASE_URL", db_url),
+                ("USEREXPORT_REDIS_URL", svc.redis_url.clone()),
+                ("USEREXPORT_S3_ENDPOINT", svc.s3_endpoint.clone()),
+                ("USEREXPORT_S3_BUCKET", format!("uetest-{}", random_suffix())),
+                ("USEREXPORT_S3_REGION", "us-east-1".to_owned()),
+                ("USEREXPORT_S3_ACCESS_KEY_ID", svc.s3_access_key.clone()),
+                ("USEREXPORT_S3_SECRET_ACCESS_KEY", svc.s3_secret_key.clone()),
+                ("USEREXPORT_S3_FORCE_PATH_STYLE", "true".to_owned()),
+            ];
+            vars.extend(extra.iter().cloned());
+            let s = resolve(dir, &vars);
             Some((s, Some((svc.postgres_admin_url, db_name))))
         }
     }
@@ -178,8 +185,13 @@ fn resolve(dir: &std::path::Path, vars: &[(&str, String)]) -> Settings {
 
 /// Starts an app (API on port 0 and a background worker) with two projects.
 pub async fn spawn_app(mode: Mode) -> Option<TestApp> {
+    spawn_app_with(mode, &[]).await
+}
+
+/// [`spawn_app`] with extra `USEREXPORT_*` settings.
+pub async fn spawn_app_with(mode: Mode, extra: &[(&str, String)]) -> Option<TestApp> {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut settings, database) = test_settings(mode, dir.path()).await?;
+    let (mut settings, database) = test_settings_with(mode, dir.path(), extra).await?;
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     settings.public_url = format!("http://{addr}");

@@ -40,6 +40,9 @@ const REDIS_START_TIMEOUT: Duration = Duration::from_secs(10);
 const S3_START_TIMEOUT: Duration = Duration::from_secs(10);
 /// The auth0-python release the Auth0 SDK tests drive (PyPI).
 const AUTH0_PYTHON_VERSION: &str = "6.8.0";
+
+/// The Descope Python SDK release the Descope SDK tests drive (PyPI).
+const DESCOPE_PYTHON_VERSION: &str = "2.16.0";
 /// The `auth0` Node release the Auth0 SDK tests drive (npm).
 const AUTH0_NODE_VERSION: &str = "7.1.0";
 
@@ -56,7 +59,9 @@ Commands:
 Environment:
   USEREXPORT_TEST_DATABASE_URL  PostgreSQL for tests (default postgres://postgres@127.0.0.1:5432/postgres)
   USEREXPORT_TEST_REDIS_URL     Redis for tests (default redis://127.0.0.1:6379)
-  (the Auth0 SDK tests need python3 and npm; the SDKs are installed once under target/sdk/)
+  (the SDK tests need python3 and npm; the SDKs are installed once under target/sdk/)
+  (the console browser test needs /usr/bin/chromium and /usr/bin/chromedriver; when missing they are
+   installed with `apt-get install -y chromium chromium-driver`, through sudo unless run as root)
   CI=true                       Also print tool versions first.
 ";
 
@@ -113,8 +118,9 @@ fn cmd_test(cargo_args: &[String]) -> Result<ExitCode> {
     prepare_postgres(&mut env)?;
     prepare_redis(&mut env)?;
     prepare_s3(&mut env)?;
-    prepare_auth0_sdks(&mut env, &root)?;
-    // Further prerequisites (Chromium, …) are added here as `prepare_*(&mut env)?` calls.
+    prepare_sdks(&mut env, &root)?;
+    prepare_chromium(&mut env)?;
+    // Further prerequisites are added here as `prepare_*(&mut env)?` calls.
     env.set("USEREXPORT_TEST_REQUIRE_SERVICES", "1");
 
     let status = run_cargo_test(&root, cargo_args, &env)?;
@@ -123,34 +129,42 @@ fn cmd_test(cargo_args: &[String]) -> Result<ExitCode> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Auth0 SDKs (Python venv and node_modules under target/sdk, reused between runs)
+// Vendor SDKs (Python venv and node_modules under target/sdk, reused between runs)
 // ---------------------------------------------------------------------------------------------
 
-/// Installs auth0-python into `target/sdk/venv` and the `auth0` npm package into `target/sdk/node`
+/// Installs auth0-python and descope into `target/sdk/venv` and the `auth0` npm package into `target/sdk/node`
 /// (each skipped when the right version is already there) and exports `USEREXPORT_TEST_PYTHON`,
-/// `USEREXPORT_TEST_NODE` and `USEREXPORT_TEST_NODE_PATH` for the SDK tests in `tests/e2e/auth0.rs`.
-fn prepare_auth0_sdks(env: &mut TestEnv, root: &Path) -> Result<()> {
-    step("Auth0 SDKs");
+/// `USEREXPORT_TEST_NODE` and `USEREXPORT_TEST_NODE_PATH` for the SDK tests in `tests/e2e/{auth0,descope}.rs`.
+fn prepare_sdks(env: &mut TestEnv, root: &Path) -> Result<()> {
+    step("vendor SDKs (Auth0, Descope)");
     let sdk = root.join("target").join("sdk");
     fs::create_dir_all(&sdk).with_context(|| format!("creating {}", sdk.display()))?;
 
     let venv = sdk.join("venv");
     let python = venv.join("bin").join("python");
-    if python_package_version(&python, "auth0-python").as_deref() == Some(AUTH0_PYTHON_VERSION) {
-        ok(&format!("auth0-python {AUTH0_PYTHON_VERSION} in {}", venv.display()));
+    let wanted = [("auth0-python", AUTH0_PYTHON_VERSION), ("descope", DESCOPE_PYTHON_VERSION)];
+    let missing: Vec<String> = wanted
+        .iter()
+        .filter(|(dist, version)| python_package_version(&python, dist).as_deref() != Some(*version))
+        .map(|(dist, version)| format!("{dist}=={version}"))
+        .collect();
+    if missing.is_empty() {
+        ok(&format!("auth0-python {AUTH0_PYTHON_VERSION}, descope {DESCOPE_PYTHON_VERSION} in {}", venv.display()));
     } else {
-        let python3 = find_on_path("python3").ok_or_else(|| {
-            anyhow!("python3 is not on PATH; the Auth0 SDK tests need Python >= 3.10 with the venv module")
-        })?;
-        info(&format!("installing auth0-python {AUTH0_PYTHON_VERSION} into {}", venv.display()));
-        run_step(Command::new(&python3).args(["-m", "venv", "--clear"]).arg(&venv), "python3 -m venv")?;
+        if !is_executable(&python) {
+            let python3 = find_on_path("python3").ok_or_else(|| {
+                anyhow!("python3 is not on PATH; the SDK tests need Python >= 3.10 with the venv module")
+            })?;
+            run_step(Command::new(&python3).args(["-m", "venv", "--clear"]).arg(&venv), "python3 -m venv")?;
+        }
+        info(&format!("installing {} into {}", missing.join(", "), venv.display()));
         run_step(
             Command::new(&python)
                 .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
-                .arg(format!("auth0-python=={AUTH0_PYTHON_VERSION}")),
-            "pip install auth0-python",
+                .args(&missing),
+            "pip install",
         )?;
-        ok(&format!("auth0-python {AUTH0_PYTHON_VERSION}"));
+        ok(&missing.join(", "));
     }
     env.set("USEREXPORT_TEST_PYTHON", python.to_string_lossy());
 
@@ -209,6 +223,112 @@ fn run_step(cmd: &mut Command, what: &str) -> Result<()> {
         bail!("{what} failed ({status}); see its output above");
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Chromium and chromedriver (the console browser test, tests/e2e/console.rs)
+// ---------------------------------------------------------------------------------------------
+
+/// Debian's `chromium` package binary.
+const CHROMIUM: &str = "/usr/bin/chromium";
+/// Debian's `chromium-driver` package binary.
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// The Debian packages providing [`CHROMIUM`] and [`CHROMEDRIVER`].
+const CHROMIUM_PACKAGES: [&str; 2] = ["chromium", "chromium-driver"];
+
+/// Ensures `/usr/bin/chromium` and `/usr/bin/chromedriver` exist, installing Debian's `chromium` and
+/// `chromium-driver` with apt-get when they do not (`sudo` unless we are root; `apt-get update`
+/// and a second try when the first install fails, e.g. on a fresh image without package lists),
+/// and exports `USEREXPORT_TEST_CHROMIUM` and `USEREXPORT_TEST_CHROMEDRIVER`.
+fn prepare_chromium(env: &mut TestEnv) -> Result<()> {
+    step("Chromium and chromedriver (console browser test)");
+    let binaries = [(CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")];
+    let missing = || -> Vec<String> {
+        binaries
+            .iter()
+            .filter(|(path, _)| !is_executable(Path::new(path)))
+            .map(|(path, package)| format!("{path} (package {package})"))
+            .collect()
+    };
+    let before = missing();
+    if before.is_empty() {
+        ok(&browser_versions());
+    } else {
+        info(&format!("missing {}; installing: apt-get install -y {}", before.join(", "), CHROMIUM_PACKAGES.join(" ")));
+        if let Err(err) = install_chromium() {
+            bail!(
+                "{err:#}\nThe console browser test needs {}. Install the Debian packages yourself \
+                 (`sudo apt-get install chromium chromium-driver`) and run `cargo xtask test` again.",
+                before.join(" and ")
+            );
+        }
+        let after = missing();
+        if !after.is_empty() {
+            bail!(
+                "apt-get installed {} but {} is still missing; the console browser test needs both binaries",
+                CHROMIUM_PACKAGES.join(" "),
+                after.join(" and ")
+            );
+        }
+        ok(&browser_versions());
+    }
+    env.set("USEREXPORT_TEST_CHROMIUM", CHROMIUM);
+    env.set("USEREXPORT_TEST_CHROMEDRIVER", CHROMEDRIVER);
+    Ok(())
+}
+
+/// `apt-get install -y chromium chromium-driver`, after `apt-get update` if the first try fails.
+fn install_chromium() -> Result<()> {
+    if find_on_path("apt-get").is_none() {
+        bail!("apt-get is not available, so Chromium cannot be installed automatically");
+    }
+    let root = is_root();
+    if !root && find_on_path("sudo").is_none() {
+        bail!("installing Chromium needs root, and sudo is not available");
+    }
+    let apt_get = |args: &[&str]| -> Result<ExitStatus> {
+        let mut cmd = if root {
+            Command::new("apt-get")
+        } else {
+            let mut sudo = Command::new("sudo");
+            sudo.arg("apt-get");
+            sudo
+        };
+        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        cmd.status().with_context(|| format!("running {}apt-get {}", if root { "" } else { "sudo " }, args.join(" ")))
+    };
+    let install: Vec<&str> =
+        ["install", "-y", "--no-install-recommends"].into_iter().chain(CHROMIUM_PACKAGES).collect();
+    if apt_get(&install)?.success() {
+        return Ok(());
+    }
+    info("apt-get install failed; refreshing the package lists (apt-get update) and trying again");
+    let update = apt_get(&["update"])?;
+    if !update.success() {
+        bail!("apt-get update failed ({update})");
+    }
+    let status = apt_get(&install)?;
+    if !status.success() {
+        bail!("apt-get install -y {} failed ({status}); see its output above", CHROMIUM_PACKAGES.join(" "));
+    }
+    Ok(())
+}
+
+/// True when this process runs as root (effective uid 0).
+fn is_root() -> bool {
+    let from_proc = fs::read_to_string("/proc/self/status").ok().and_then(|status| {
+        let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+        line.split_whitespace().nth(2).map(|euid| euid == "0")
+    });
+    from_proc.unwrap_or_else(|| {
+        Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+    })
+}
+
+/// `Chromium X, ChromeDriver Y` for the log.
+fn browser_versions() -> String {
+    let version = |bin: &str| tool_version(Path::new(bin)).unwrap_or_else(|| format!("{bin} (version unknown)"));
+    format!("{}; {}", version(CHROMIUM), version(CHROMEDRIVER))
 }
 
 // ---------------------------------------------------------------------------------------------

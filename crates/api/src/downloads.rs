@@ -15,17 +15,39 @@ use userexport_domain::Code;
 use userexport_storage::{LocalFsStore, StorageError};
 
 use crate::error::{ApiDialect, ApiError};
+use crate::routes::Routes;
 
 const CHUNK: usize = 64 * 1024;
 
 /// Registers the download route.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/downloads/{key:.*}")
-            .route(web::get().to(download))
-            .route(web::head().to(download))
-            .default_service(web::to(crate::error::method_not_allowed)),
-    );
+pub fn configure(routes: &mut Routes<'_>) {
+    routes.resource("/downloads/{key:.*}", |r| r.get(download).head(download_head));
+}
+
+/// Headers of an export file (size, type, name) without its body.
+#[utoipa::path(
+    head,
+    path = "/downloads/{key}",
+    tag = "downloads",
+    operation_id = "download_file_head",
+    params(
+        ("key" = String, Path, description = "Object key"),
+        ("expires" = i64, Query, description = "Expiry (unix seconds)"),
+        ("filename" = Option<String>, Query, description = "File name offered to the browser"),
+        ("sig" = String, Query, description = "HMAC-SHA256 signature"),
+    ),
+    responses(
+        (status = 200, description = "The file exists; `Content-Length` is its size"),
+        (status = 403, description = "Tampered or expired link", body = crate::openapi::schemas::NativeError),
+        (status = 404, description = "The file no longer exists", body = crate::openapi::schemas::NativeError),
+    )
+)]
+async fn download_head(
+    store: Option<web::Data<LocalFsStore>>,
+    req: HttpRequest,
+    key: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    download(store, req, key).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -75,8 +97,26 @@ async fn open(store: &LocalFsStore, key: &str, params: &Params) -> Result<(tokio
     Ok((file, meta.len()))
 }
 
-/// Serves a local file. The store is registered as `web::Data<LocalFsStore>` when local files are
-/// configured; without it the route answers 404.
+/// Download an export file (embedded mode, signed URL).
+///
+/// The URL is the `download_url` of a completed task: it is HMAC-signed and expires.
+#[utoipa::path(
+    get,
+    path = "/downloads/{key}",
+    tag = "downloads",
+    operation_id = "download_file",
+    params(
+        ("key" = String, Path, description = "Object key, e.g. `exports/<project>/<task>.csv`"),
+        ("expires" = i64, Query, description = "Expiry (unix seconds)"),
+        ("filename" = Option<String>, Query, description = "File name offered to the browser"),
+        ("sig" = String, Query, description = "HMAC-SHA256 signature"),
+    ),
+    responses(
+        (status = 200, description = "The file", content_type = "application/octet-stream"),
+        (status = 403, description = "Tampered or expired link", body = crate::openapi::schemas::NativeError),
+        (status = 404, description = "The file no longer exists, or this server keeps no local files", body = crate::openapi::schemas::NativeError),
+    )
+)]
 async fn download(
     store: Option<web::Data<LocalFsStore>>,
     req: HttpRequest,
@@ -153,7 +193,9 @@ mod tests {
         let content: Vec<u8> = (0..200_000u32).flat_map(|i| i.to_le_bytes()).collect();
         let store = store_with_file(dir.path(), "exports/p/t.csv", &content).await;
         let url = store.presign_get("exports/p/t.csv", "users.csv", Duration::from_secs(60)).await.unwrap();
-        let app = atest::init_service(App::new().app_data(web::Data::new(store)).configure(configure)).await;
+        let app =
+            atest::init_service(App::new().app_data(web::Data::new(store)).configure(crate::routes::apply(configure)))
+                .await;
 
         let res = atest::call_service(&app, atest::TestRequest::get().uri(&path_and_query(&url)).to_request()).await;
         assert_eq!(res.status().as_u16(), 200);
@@ -173,7 +215,9 @@ mod tests {
         let gone = path_and_query(
             &store.presign_get("exports/p/gone.csv", "gone.csv", Duration::from_secs(60)).await.unwrap(),
         );
-        let app = atest::init_service(App::new().app_data(web::Data::new(store)).configure(configure)).await;
+        let app =
+            atest::init_service(App::new().app_data(web::Data::new(store)).configure(crate::routes::apply(configure)))
+                .await;
 
         let status_and_code = |uri: String| {
             let app = &app;
@@ -202,14 +246,16 @@ mod tests {
         let store = store_with_file(dir.path(), "exports/p/t.csv", b"x").await;
         let past = Utc::now() - chrono::Duration::seconds(120);
         let url = store.presign_get_at("exports/p/t.csv", "t.csv", past, Duration::from_secs(60)).await.unwrap();
-        let app = atest::init_service(App::new().app_data(web::Data::new(store)).configure(configure)).await;
+        let app =
+            atest::init_service(App::new().app_data(web::Data::new(store)).configure(crate::routes::apply(configure)))
+                .await;
         let res = atest::call_service(&app, atest::TestRequest::get().uri(&path_and_query(&url)).to_request()).await;
         assert_eq!(res.status().as_u16(), 403);
     }
 
     #[actix_web::test]
     async fn without_local_files_the_route_is_404() {
-        let app = atest::init_service(App::new().configure(configure)).await;
+        let app = atest::init_service(App::new().configure(crate::routes::apply(configure))).await;
         let res =
             atest::call_service(&app, atest::TestRequest::get().uri("/downloads/a.csv?expires=1&sig=00").to_request())
                 .await;

@@ -92,9 +92,11 @@ pub struct ApiError {
     /// Human-readable message (replaced by an opaque one for 500s).
     pub message: String,
     /// Structured details (Authgear `info`: `causes`, `field_names`, `limit`, …).
-    pub info: Option<Value>,
+    pub info: Option<Box<Value>>,
     /// Auth0 `errorCode` replacing the one derived from `code` (e.g. `invalid_uri` on a 400).
     pub auth0_error_code: Option<Auth0ErrorCode>,
+    /// Seconds to send in `Retry-After` (rate limiting).
+    pub retry_after_secs: Option<u32>,
     /// The underlying cause of an internal error; logged, never sent.
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
@@ -107,18 +109,32 @@ impl ApiError {
 
     /// An error with a specific message.
     pub fn with_message(dialect: ApiDialect, code: Code, message: impl Into<String>) -> Self {
-        Self { dialect, code, message: message.into(), info: None, auth0_error_code: None, source: None }
+        Self {
+            dialect,
+            code,
+            message: message.into(),
+            info: None,
+            auth0_error_code: None,
+            retry_after_secs: None,
+            source: None,
+        }
     }
 
     /// Attaches structured details.
     pub fn info(mut self, info: Value) -> Self {
-        self.info = Some(info);
+        self.info = Some(Box::new(info));
         self
     }
 
     /// Overrides the Auth0 `errorCode` (other envelopes are unaffected).
     pub fn with_auth0_error_code(mut self, error_code: Auth0ErrorCode) -> Self {
         self.auth0_error_code = Some(error_code);
+        self
+    }
+
+    /// Asks the client to wait `secs` seconds (`Retry-After`).
+    pub fn retry_after(mut self, secs: u32) -> Self {
+        self.retry_after_secs = Some(secs);
         self
     }
 
@@ -189,7 +205,7 @@ impl ApiError {
                 err.insert("message".into(), json!(fixed.unwrap_or(message)));
                 err.insert("code".into(), json!(status.as_u16()));
                 if let Some(info) = &self.info {
-                    err.insert("info".into(), info.clone());
+                    err.insert("info".into(), Value::clone(info));
                 }
                 json!({ "error": err })
             }
@@ -201,7 +217,10 @@ impl ApiError {
             }),
             ApiDialect::Descope => json!({
                 "errorCode": descope_error_code(self.code),
-                "errorDescription": self.code.default_message(),
+                "errorDescription": match self.code {
+                    Code::RateLimited => "https://docs.descope.com/rate-limit",
+                    code => code.default_message(),
+                },
                 "errorMessage": message,
             }),
         }
@@ -307,6 +326,7 @@ impl fmt::Debug for ApiError {
             .field("message", &self.message)
             .field("info", &self.info)
             .field("auth0_error_code", &self.auth0_error_code)
+            .field("retry_after_secs", &self.retry_after_secs)
             .field("source", &self.source.as_ref().map(|s| s.to_string()))
             .finish()
     }
@@ -334,6 +354,9 @@ impl ResponseError for ApiError {
         let mut res = HttpResponse::build(self.status());
         if self.code == Code::Unauthorized {
             res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        if let Some(secs) = self.retry_after_secs {
+            res.insert_header((header::RETRY_AFTER, secs.to_string()));
         }
         res.json(self.body())
     }

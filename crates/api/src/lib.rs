@@ -10,13 +10,20 @@
 //! - [`dialect`]: request parsing and task views per wire contract.
 //! - [`downloads`]: signed local-file downloads.
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics`, and the metrics / panic middleware.
+//! - [`routes`]: the registrar every route goes through; it records the route table.
+//! - [`openapi`]: the OpenAPI document of every route (`/openapi.json`) and Swagger UI (`/docs`).
+//! - [`console`]: the web console (`/console`): search users, export, follow progress, download.
 
 pub mod auth;
 pub mod body;
+pub mod console;
 pub mod dialect;
 pub mod downloads;
 pub mod error;
+pub mod openapi;
 pub mod ops;
+pub mod rate_limit;
+pub mod routes;
 pub mod service;
 
 use std::net::TcpListener;
@@ -47,6 +54,9 @@ pub struct ApiSettings {
     /// secret every replica shares ([`dialect::auth0::TokenKey::derive`]); the default is random,
     /// so tokens are then valid only in this process.
     pub auth0_token_key: dialect::auth0::TokenKey,
+    /// Per-project request limit of the Descope routes (429 `E130429` with `Retry-After`); `None`
+    /// (the default) means unlimited.
+    pub rate_limit: Option<rate_limit::ProjectRateLimit>,
 }
 
 impl Default for ApiSettings {
@@ -56,6 +66,7 @@ impl Default for ApiSettings {
             jwt_leeway: Duration::from_secs(60),
             download_url_ttl: Duration::from_secs(24 * 3600),
             auth0_token_key: dialect::auth0::TokenKey::random(),
+            rate_limit: None,
         }
     }
 }
@@ -75,17 +86,31 @@ pub struct AppState {
     pub settings: ApiSettings,
 }
 
+/// Every route of the app, through the recording registrar ([`routes::Routes`]). A new module's
+/// `configure(&mut Routes)` is called here.
+pub fn register(routes: &mut routes::Routes<'_>) {
+    ops::configure(routes);
+    openapi::configure(routes);
+    dialect::native::configure(routes);
+    dialect::authgear::configure(routes);
+    dialect::auth0::configure(routes);
+    dialect::descope::configure(routes);
+    downloads::configure(routes);
+    console::configure(routes);
+}
+
+/// Every `(method, path)` the app serves, in registration order (what [`register`] records).
+pub fn route_table() -> Vec<routes::RouteEntry> {
+    routes::Routes::collect(register)
+}
+
 /// Registers every route, and the dialect-aware 404 for unknown paths.
 ///
 /// Handlers expect `web::Data<AppState>` (and, for downloads, `web::Data<LocalFsStore>`) in the
 /// app data; [`app`] sets both up.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.configure(ops::configure)
-        .configure(dialect::native::configure)
-        .configure(dialect::authgear::configure)
-        .configure(dialect::auth0::configure)
-        .configure(downloads::configure)
-        .default_service(web::to(error::route_not_found));
+    register(&mut routes::Routes::new(cfg));
+    cfg.default_service(web::to(error::route_not_found));
 }
 
 /// The complete application: state, request tracing, metrics / panic middleware and all routes.

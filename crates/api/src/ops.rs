@@ -4,6 +4,9 @@
 //! - `GET /readyz`: database, queue and object store answer (200, else 503 with the failed parts).
 //! - `GET /metrics`: Prometheus text from the process-wide recorder ([`metrics_handle`]).
 //!
+//! Worker processes serve the same recorder's text on their own port (the root binary's
+//! `worker_metrics_bind`, through [`metrics_response`]).
+//!
 //! [`observe`] is the app-wide middleware: it records `userexport_http_requests_total` and
 //! `userexport_http_request_duration_seconds` by method, matched route pattern and status, and turns
 //! a panicking handler into a 500 in the dialect envelope of the path.
@@ -22,11 +25,16 @@ use serde_json::json;
 
 use crate::AppState;
 use crate::error::{ApiDialect, ApiError};
+use crate::routes::Routes;
 
 /// Name of the request counter.
 pub const HTTP_REQUESTS: &str = "userexport_http_requests_total";
 /// Name of the request duration histogram (seconds).
 pub const HTTP_DURATION: &str = "userexport_http_request_duration_seconds";
+/// Name of the counter of export tasks created (labels `dialect`, `format`).
+pub const EXPORTS_CREATED: &str = "userexport_exports_created_total";
+/// Name of the counter of cancel requests accepted.
+pub const EXPORTS_CANCEL_REQUESTED: &str = "userexport_exports_cancel_requested_total";
 
 const BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
@@ -49,6 +57,7 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
                 builder().build_recorder().handle()
             }
         };
+        describe();
         let upkeep = handle.clone();
         let spawned = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || {
             loop {
@@ -63,14 +72,44 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
     })
 }
 
-/// Registers `/healthz`, `/readyz` and `/metrics`.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(metrics_text));
+/// Help texts of the API's metrics.
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(HTTP_REQUESTS, "HTTP requests, by method, route pattern and status.");
+    describe_histogram!(HTTP_DURATION, Unit::Seconds, "HTTP request duration, by method, route pattern and status.");
+    describe_counter!(EXPORTS_CREATED, "Export tasks created, by dialect and format.");
+    describe_counter!(EXPORTS_CANCEL_REQUESTED, "Cancel requests accepted.");
+    describe_gauge!(QUEUE_DEPTH, "Export jobs waiting in the queue.");
 }
 
-async fn healthz() -> HttpResponse {
+/// Samples the queue depth into [`QUEUE_DEPTH`] (bounded by a timeout; failures are logged).
+pub async fn record_queue_depth(queue: &userexport_queue::Queue) {
+    match tokio::time::timeout(READY_TIMEOUT, queue.depth()).await {
+        Ok(Ok(depth)) => metrics::gauge!(QUEUE_DEPTH).set(depth as f64),
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the queue depth"),
+        Err(_) => tracing::warn!("reading the queue depth timed out"),
+    }
+}
+
+/// The Prometheus text of this process's metrics, as a response.
+pub fn metrics_response() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(metrics_handle().render())
+}
+
+/// Registers `/healthz`, `/readyz` and `/metrics`.
+pub fn configure(routes: &mut Routes<'_>) {
+    routes.get("/healthz", healthz).get("/readyz", readyz).get("/metrics", metrics_text);
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    operation_id = "healthz",
+    responses((status = 200, description = "The process is up", body = crate::openapi::schemas::Health))
+)]
+pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
@@ -95,6 +134,17 @@ where
     }
 }
 
+/// Readiness: the database, the queue and the object store answer.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    operation_id = "readyz",
+    responses(
+        (status = 200, description = "Every dependency answers", body = crate::openapi::schemas::Readiness),
+        (status = 503, description = "`failed` names the dependencies that did not answer", body = crate::openapi::schemas::Readiness),
+    )
+)]
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let (db, queue, storage) = futures_util::join!(
         check("database", state.store.ping()),
@@ -112,15 +162,19 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 /// Gauge: export jobs waiting in the queue, sampled at scrape time (drives the worker autoscaler).
 pub const QUEUE_DEPTH: &str = "userexport_queue_depth";
 
+/// Prometheus metrics of this process (text exposition format 0.0.4).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    operation_id = "metrics",
+    responses((status = 200, description = "Metrics in Prometheus text format", body = String, content_type = "text/plain"))
+)]
 async fn metrics_text(state: Option<web::Data<AppState>>) -> HttpResponse {
     if let Some(state) = state {
-        match tokio::time::timeout(READY_TIMEOUT, state.queue.depth()).await {
-            Ok(Ok(depth)) => metrics::gauge!(QUEUE_DEPTH).set(depth as f64),
-            Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the queue depth"),
-            Err(_) => tracing::warn!("reading the queue depth timed out"),
-        }
+        record_queue_depth(&state.queue).await;
     }
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(metrics_handle().render())
+    metrics_response()
 }
 
 /// Root span of every request: like `tracing-actix-web`'s default but the target is the path

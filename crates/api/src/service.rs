@@ -177,7 +177,7 @@ pub async fn create_export(state: &AppState, project: &Project, new: NewExport) 
     let (task, created) = state.store.insert_task(&task, idempotency).await?;
     if created {
         metrics::counter!(
-            "userexport_exports_created_total",
+            crate::ops::EXPORTS_CREATED,
             "dialect" => new.dialect.as_str(),
             "format" => task.spec.format().as_str()
         )
@@ -228,7 +228,7 @@ pub async fn cancel_export(state: &AppState, project: &Project, id: &str) -> Res
         s if s.is_terminal() => return Err(ServiceError::Conflict(s)),
         _ => {}
     }
-    metrics::counter!("userexport_exports_cancel_requested_total").increment(1);
+    metrics::counter!(crate::ops::EXPORTS_CANCEL_REQUESTED).increment(1);
     Ok(task)
 }
 

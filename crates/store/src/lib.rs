@@ -18,6 +18,7 @@ mod error;
 mod pg_copy;
 mod projects;
 mod search;
+mod stream;
 mod tasks;
 mod user_updates;
 mod users;
@@ -34,8 +35,8 @@ use sea_orm::{
 use userexport_migrations::{Migrator, MigratorTrait};
 
 pub use error::StoreError;
+pub use search::{SEARCH_CURSOR_TTL, SEARCH_TOTAL_TTL, SearchPage};
 pub use tasks::{Claim, Completion, Heartbeat, Progress, TaskQuery};
-pub use search::{SEARCH_CURSOR_TTL, SearchPage};
 pub use users::MAX_SCAN_ROWS;
 
 /// Default Postgres pool size.

@@ -15,24 +15,34 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Expr, Order};
+use sea_orm::sea_query::{Expr, OnConflict, Order};
 use sea_orm::{ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Value};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use userexport_domain::{ProjectId, SortField, SortValue, User, UserFilter, UserSort};
 
 use crate::entity::{user_search_cursors, users};
-use crate::users::sql_condition;
+use crate::users::{sql_condition, sql_exact};
 use crate::{Backend, Store, StoreError, convert};
 
 /// How long a remembered page start is kept ([`Store::purge_search_cursors`]).
 pub const SEARCH_CURSOR_TTL: Duration = Duration::from_secs(3600);
 
-/// Rows fetched per query while searching.
+/// Most rows fetched per query while searching.
 const BATCH: u64 = 1_000;
+
+/// Fewest rows fetched per query when matches are checked in Rust.
+const MIN_BATCH: u64 = 256;
 
 /// Page starts written per statement while walking.
 const CURSOR_CHUNK: usize = 500;
+
+/// How long a counted total is reused. User writes through the store forget the project's totals
+/// at once; the bound covers a count that raced a write.
+pub const SEARCH_TOTAL_TTL: Duration = Duration::from_secs(60);
+
+/// The `page` under which a query's total is remembered.
+const TOTAL_PAGE: i64 = -1;
 
 /// One page of a user search.
 #[derive(Debug, Clone, PartialEq)]
@@ -114,8 +124,9 @@ fn after(backend: Backend, sort: &[UserSort], pos: &Position) -> Condition {
     any
 }
 
-/// Visits users matching `filter` in search order after `from`, until `want` matched. Returns
-/// whether `want` users were visited.
+/// Visits users matching `filter` in search order after `from`, until `want` matched. Fetches no
+/// more rows than needed when SQL answers the filter exactly. Returns whether `want` users were
+/// visited.
 #[allow(clippy::too_many_arguments)]
 async fn scan<C: ConnectionTrait>(
     c: &C,
@@ -131,7 +142,9 @@ async fn scan<C: ConnectionTrait>(
         return Ok(true);
     }
     let base = sql_condition(backend, project, filter);
+    let exact = sql_exact(filter);
     loop {
+        let batch = if exact { want.min(BATCH) } else { want.clamp(MIN_BATCH, BATCH) };
         let mut q = users::Entity::find().filter(base.clone());
         if let Some(pos) = &from {
             q = q.filter(after(backend, sort, pos));
@@ -139,7 +152,7 @@ async fn scan<C: ConnectionTrait>(
         for s in sort {
             q = q.order_by(Expr::cust(sort_expr(backend, s.field)), if s.desc { Order::Desc } else { Order::Asc });
         }
-        let rows = q.order_by_asc(users::Column::Seq).limit(BATCH).all(c).await?;
+        let rows = q.order_by_asc(users::Column::Seq).limit(batch).all(c).await?;
         let n = rows.len() as u64;
         for row in rows {
             let seq = row.seq;
@@ -154,7 +167,7 @@ async fn scan<C: ConnectionTrait>(
                 }
             }
         }
-        if n < BATCH {
+        if n < batch {
             return Ok(false);
         }
     }
@@ -180,7 +193,7 @@ impl Store {
         offset: u64,
         limit: u64,
     ) -> Result<SearchPage, StoreError> {
-        let total = self.count_users(project, filter).await?;
+        let total = self.search_total(project, filter).await?;
         if limit == 0 || offset >= total {
             return Ok(SearchPage { users: Vec::new(), total });
         }
@@ -209,7 +222,7 @@ impl Store {
             let want = (page - known).saturating_mul(limit);
             scan(&self.db, self.backend, project, filter, sort, from, want, |_, pos| {
                 matched += 1;
-                if matched % limit == 0 {
+                if matched.is_multiple_of(limit) {
                     starts.push((known + matched / limit, pos.clone()));
                 }
                 last = Some(pos);
@@ -265,6 +278,52 @@ impl Store {
                 .exec_without_returning(&self.db)
                 .await?;
         }
+        Ok(())
+    }
+
+    /// The number of users matching `filter`: remembered for [`SEARCH_TOTAL_TTL`] unless users of
+    /// the project were written since, else counted (a paging client would otherwise count the whole
+    /// match set on every page).
+    async fn search_total(&self, project: &ProjectId, filter: &UserFilter) -> Result<u64, StoreError> {
+        let key = format!("total:{}", query_key(filter, &[], 0)?);
+        let fresh_after = Utc::now() - chrono::Duration::from_std(SEARCH_TOTAL_TTL).unwrap_or_default();
+        let hit = user_search_cursors::Entity::find_by_id((project.as_str().to_owned(), key.clone(), TOTAL_PAGE))
+            .filter(user_search_cursors::Column::CreatedAt.gt(fresh_after))
+            .one(&self.db)
+            .await?;
+        if let Some(total) = hit.and_then(|h| h.cursor.parse::<u64>().ok()) {
+            return Ok(total);
+        }
+        let total = self.count_users(project, filter).await?;
+        let row = user_search_cursors::ActiveModel {
+            project_id: sea_orm::Set(project.as_str().to_owned()),
+            query_key: sea_orm::Set(key),
+            page: sea_orm::Set(TOTAL_PAGE),
+            cursor: sea_orm::Set(total.to_string()),
+            created_at: sea_orm::Set(Utc::now()),
+        };
+        user_search_cursors::Entity::insert(row)
+            .on_conflict(
+                OnConflict::columns([
+                    user_search_cursors::Column::ProjectId,
+                    user_search_cursors::Column::QueryKey,
+                    user_search_cursors::Column::Page,
+                ])
+                .update_columns([user_search_cursors::Column::Cursor, user_search_cursors::Column::CreatedAt])
+                .to_owned(),
+            )
+            .exec_without_returning(&self.db)
+            .await?;
+        Ok(total)
+    }
+
+    /// Forgets the remembered search totals of `project` (after its users changed).
+    pub(crate) async fn forget_search_totals(&self, project: &ProjectId) -> Result<(), StoreError> {
+        user_search_cursors::Entity::delete_many()
+            .filter(user_search_cursors::Column::ProjectId.eq(project.as_str()))
+            .filter(user_search_cursors::Column::Page.eq(TOTAL_PAGE))
+            .exec(&self.db)
+            .await?;
         Ok(())
     }
 

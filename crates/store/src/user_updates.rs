@@ -44,6 +44,7 @@ impl Store {
         let model = convert::user_model(project, seq, &user)?;
         model.into_active_model().reset_all().update(&txn).await?;
         txn.commit().await?;
+        self.forget_search_totals(project).await?;
         Ok(Some(user))
     }
 }

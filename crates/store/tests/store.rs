@@ -762,6 +762,13 @@ mod search {
         let users = fake_users(73, 0..3);
         store.insert_users(&p, &users).await.unwrap();
         let login = users[1].login_ids[0].clone();
+        // Search totals are remembered, and forgotten when users change.
+        let disabled = UserFilter { statuses: vec![UserStatus::Disabled], ..everyone() };
+        let total = |store: Store, p: ProjectId, f: UserFilter| async move {
+            store.search_users(&p, &f, &[], 0, 10).await.unwrap().total
+        };
+        let before = total(store.clone(), p.clone(), disabled.clone()).await;
+        assert_eq!(before, store.count_users(&p, &disabled).await.unwrap());
         let updated = store
             .update_user(&p, &login, |u| {
                 u.status = UserStatus::Disabled;
@@ -774,6 +781,11 @@ mod search {
             .expect("found by login id");
         assert_eq!((updated.id.clone(), updated.login_ids.clone()), (users[1].id.clone(), users[1].login_ids.clone()));
         assert_eq!(updated.status, UserStatus::Disabled);
+        let after = total(store.clone(), p.clone(), disabled.clone()).await;
+        assert_eq!(after, store.count_users(&p, &disabled).await.unwrap());
+        assert_eq!(after, before + u64::from(users[1].status != UserStatus::Disabled));
+        store.insert_users(&p, &fake_users(73, 3..6)).await.unwrap();
+        assert_eq!(total(store.clone(), p.clone(), everyone()).await, 6);
         assert!(updated.updated_at >= users[1].updated_at);
         assert_eq!(store.get_user(&p, &users[1].id).await.unwrap(), Some(updated.clone()));
         assert_eq!(store.find_user_by_login_id(&p, "hijack").await.unwrap(), None);

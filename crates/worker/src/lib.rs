@@ -3,10 +3,12 @@
 //! [`ExportWorker::process`] runs one attempt of one task (claim → stream → encode → upload →
 //! verify → presign → complete) and classifies failures into retries and permanent failures;
 //! [`run`] consumes the queue with it; [`maintenance`] expires old files and re-enqueues tasks whose
-//! queue message was lost. The worker never depends on the API crate.
+//! queue message was lost; [`metric`] names the metrics it records. The worker never depends on
+//! the API crate.
 
 pub mod error;
 pub mod maintenance;
+pub mod metric;
 pub mod pipeline;
 pub mod process_export;
 

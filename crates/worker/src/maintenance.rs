@@ -7,11 +7,14 @@
 //!   older than the grace period, or a `processing` task whose lease lapsed, is enqueued again; the
 //!   compare-and-set claim makes duplicate deliveries harmless.
 //! - **Queue trim**: apalis never trims its finished-job records; we bound them.
+//! - **Search cursors**: remembered page starts of user searches older than
+//!   [`SEARCH_CURSOR_TTL`] are forgotten.
 
 use std::time::Duration;
 
 use chrono::Utc;
 use userexport_queue::Queue;
+use userexport_store::SEARCH_CURSOR_TTL;
 
 use crate::process_export::ExportWorker;
 
@@ -41,6 +44,8 @@ pub struct RoundReport {
     pub requeued: u64,
     /// Queue records trimmed.
     pub trimmed: u64,
+    /// Search page starts forgotten.
+    pub cursors_purged: u64,
 }
 
 /// Runs one sweeper + reconciler round.
@@ -64,7 +69,12 @@ pub async fn run_round(worker: &ExportWorker, queue: &Queue, settings: &Maintena
                 match worker.store.mark_expired(&task.id).await {
                     Ok(true) => {
                         report.expired += 1;
-                        metrics::counter!("userexport_exports_expired_total").increment(1);
+                        metrics::counter!(
+                            crate::metric::EXPORTS_EXPIRED,
+                            "dialect" => task.dialect.as_str(),
+                            "format" => task.spec.format().as_str()
+                        )
+                        .increment(1);
                     }
                     Ok(false) => {}
                     Err(e) => tracing::warn!(task_id = %task.id, error = %e, "could not mark a task expired"),
@@ -92,8 +102,13 @@ pub async fn run_round(worker: &ExportWorker, queue: &Queue, settings: &Maintena
         Ok(n) => report.trimmed = n,
         Err(e) => tracing::warn!(error = %e, "could not trim finished queue records"),
     }
+    let cutoff = Utc::now() - chrono::Duration::from_std(SEARCH_CURSOR_TTL).unwrap_or(chrono::Duration::hours(1));
+    match worker.store.purge_search_cursors(cutoff).await {
+        Ok(n) => report.cursors_purged = n,
+        Err(e) => tracing::warn!(error = %e, "could not purge search cursors"),
+    }
     if let Ok(depth) = queue.depth().await {
-        metrics::gauge!("userexport_queue_depth").set(depth as f64);
+        metrics::gauge!(crate::metric::QUEUE_DEPTH).set(depth as f64);
     }
     report
 }
@@ -114,7 +129,13 @@ pub async fn run_maintenance(
             _ = tick.tick() => {
                 let r = run_round(&worker, &queue, &settings).await;
                 if r != RoundReport::default() {
-                    tracing::info!(expired = r.expired, requeued = r.requeued, trimmed = r.trimmed, "maintenance round");
+                    tracing::info!(
+                        expired = r.expired,
+                        requeued = r.requeued,
+                        trimmed = r.trimmed,
+                        cursors_purged = r.cursors_purged,
+                        "maintenance round"
+                    );
                 }
             }
         }

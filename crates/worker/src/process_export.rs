@@ -17,6 +17,7 @@ use userexport_storage::{ObjectMeta, ObjectStore};
 use userexport_store::{Claim, Completion, Progress, Store};
 
 use crate::error::WorkerError;
+use crate::metric;
 use crate::pipeline::{Control, PipelineConfig, PipelineOutcome, PipelineProgress, ProgressObserver, run_pipeline};
 
 /// Settings of the export worker.
@@ -91,11 +92,50 @@ impl ProgressObserver for LeaseKeeper<'_> {
     }
 }
 
+/// The `dialect` and `format` labels of a task's export metrics.
+#[derive(Debug, Clone, Copy)]
+struct TaskLabels {
+    dialect: &'static str,
+    format: &'static str,
+}
+
+impl TaskLabels {
+    /// Labels of a task whose row could not be read.
+    const UNKNOWN: TaskLabels = TaskLabels { dialect: "unknown", format: "unknown" };
+
+    fn of(task: &ExportTask) -> Self {
+        Self { dialect: task.dialect.as_str(), format: task.spec.format().as_str() }
+    }
+
+    fn count_failed(self) {
+        metrics::counter!(metric::EXPORTS_FAILED, "dialect" => self.dialect, "format" => self.format).increment(1);
+    }
+}
+
+/// Counts an attempt in `userexport_worker_in_flight` while it lives (also when it panics or its
+/// future is dropped).
+struct InFlight;
+
+impl InFlight {
+    fn start() -> Self {
+        metrics::gauge!(metric::WORKER_IN_FLIGHT).increment(1.0);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!(metric::WORKER_IN_FLIGHT).decrement(1.0);
+    }
+}
+
 impl ExportWorker {
     /// Runs one attempt of `task_id` and tells the queue what to do with the message.
     #[tracing::instrument(skip_all, fields(task_id = %task_id, attempt))]
     pub async fn process(&self, task_id: &TaskId, attempt: u32) -> JobOutcome {
-        match self.try_process(task_id, attempt).await {
+        let _in_flight = InFlight::start();
+        let mut labels = None;
+        match self.try_process(task_id, attempt, &mut labels).await {
             Ok(outcome) => outcome,
             Err(e) if e.is_transient() && attempt < self.settings.max_attempts => {
                 tracing::warn!(error = %e, "export attempt failed; will retry");
@@ -107,17 +147,26 @@ impl ExportWorker {
             Err(e) => {
                 tracing::error!(error = %e, "export failed");
                 let obj = ErrorObject::new(e.error_code(), format!("the export failed: {e}"));
-                if let Err(store_err) = self.store.fail_task(task_id, Some(&self.name), &obj).await {
-                    tracing::error!(error = %store_err, "could not store the failure");
-                    return JobOutcome::Retry(store_err.to_string());
+                match self.store.fail_task(task_id, Some(&self.name), &obj).await {
+                    Ok(true) => labels.unwrap_or(TaskLabels::UNKNOWN).count_failed(),
+                    Ok(false) => tracing::warn!("the task is no longer ours; its failure was not stored"),
+                    Err(store_err) => {
+                        tracing::error!(error = %store_err, "could not store the failure");
+                        return JobOutcome::Retry(store_err.to_string());
+                    }
                 }
-                metrics::counter!("userexport_exports_failed_total").increment(1);
                 JobOutcome::Abort(e.to_string())
             }
         }
     }
 
-    async fn try_process(&self, task_id: &TaskId, attempt: u32) -> Result<JobOutcome, WorkerError> {
+    /// One attempt; sets `labels` as soon as the task is claimed, for the caller's failure metric.
+    async fn try_process(
+        &self,
+        task_id: &TaskId,
+        attempt: u32,
+        labels: &mut Option<TaskLabels>,
+    ) -> Result<JobOutcome, WorkerError> {
         let task = match self.store.claim_task(task_id, &self.name, self.settings.lease).await? {
             Claim::Claimed(task) => task,
             Claim::Busy(_) => {
@@ -128,13 +177,18 @@ impl ExportWorker {
             Claim::NotFound => return Ok(JobOutcome::Abort("task not found".into())),
         };
         tracing::Span::current().record("attempt", attempt);
+        let task_labels = TaskLabels::of(&task);
+        *labels = Some(task_labels);
         if task.cancel_requested {
             self.store.mark_cancelled(task_id, &self.name).await?;
             return Ok(JobOutcome::Done);
         }
         if task.attempts > self.settings.max_attempts {
             let obj = ErrorObject::new(Code::ExportFailed, format!("gave up after {} attempts", task.attempts - 1));
-            self.store.fail_task(task_id, Some(&self.name), &obj).await?;
+            if self.store.fail_task(task_id, Some(&self.name), &obj).await? {
+                task_labels.count_failed();
+            }
+            tracing::error!(attempts = task.attempts - 1, "export failed for good: too many attempts");
             return Ok(JobOutcome::Abort("too many attempts".into()));
         }
         let key = object_key(&task);
@@ -168,7 +222,12 @@ impl ExportWorker {
                 upload.abort().await?;
                 if control == Control::Cancel {
                     self.store.mark_cancelled(task_id, &self.name).await?;
-                    metrics::counter!("userexport_exports_cancelled_total").increment(1);
+                    metrics::counter!(
+                        metric::EXPORTS_CANCELLED,
+                        "dialect" => task_labels.dialect,
+                        "format" => task_labels.format
+                    )
+                    .increment(1);
                     tracing::info!("export cancelled");
                 } else {
                     tracing::warn!("lost the lease; another worker carries on");
@@ -195,12 +254,12 @@ impl ExportWorker {
             tracing::warn!("lost the lease before completion; the new owner rewrites the same object");
             return Ok(JobOutcome::Done);
         }
-        let dialect = task.dialect.as_str();
-        let format = task.spec.format().as_str();
-        metrics::counter!("userexport_exports_completed_total", "dialect" => dialect, "format" => format).increment(1);
-        metrics::counter!("userexport_rows_exported_total").increment(progress.rows);
-        metrics::counter!("userexport_bytes_exported_total").increment(progress.bytes);
-        metrics::histogram!("userexport_export_duration_seconds").record(started.elapsed().as_secs_f64());
+        let TaskLabels { dialect, format } = task_labels;
+        metrics::counter!(metric::EXPORTS_COMPLETED, "dialect" => dialect, "format" => format).increment(1);
+        metrics::counter!(metric::ROWS_EXPORTED, "dialect" => dialect, "format" => format).increment(progress.rows);
+        metrics::counter!(metric::BYTES_EXPORTED, "dialect" => dialect, "format" => format).increment(progress.bytes);
+        metrics::histogram!(metric::EXPORT_DURATION, "dialect" => dialect, "format" => format)
+            .record(started.elapsed().as_secs_f64());
         tracing::info!(
             rows = progress.rows,
             bytes = progress.bytes,

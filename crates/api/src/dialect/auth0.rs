@@ -37,6 +37,8 @@ use crate::AppState;
 use crate::auth::{AuthError, Authenticated};
 use crate::body;
 use crate::error::{ApiDialect, ApiError, Auth0ErrorCode};
+use crate::openapi::schemas as doc;
+use crate::routes::Routes;
 use crate::service;
 
 const DIALECT: ApiDialect = ApiDialect::Auth0;
@@ -80,14 +82,12 @@ pub const EXPORTABLE_FIELDS: [&str; 23] = [
 ];
 
 /// Registers the Auth0 routes.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    let not_allowed = || web::to(crate::error::method_not_allowed);
-    cfg.service(
-        web::resource("/api/v2/jobs/users-exports").route(web::post().to(create)).default_service(not_allowed()),
-    )
-    .service(web::resource("/api/v2/jobs/{id}").route(web::get().to(get)).default_service(not_allowed()))
-    .service(web::resource("/api/v2/jobs/{id}/errors").route(web::get().to(errors)).default_service(not_allowed()))
-    .service(web::resource("/oauth/token").route(web::post().to(token)).default_service(not_allowed()));
+pub fn configure(routes: &mut Routes<'_>) {
+    routes
+        .post("/api/v2/jobs/users-exports", create)
+        .get("/api/v2/jobs/{id}", get)
+        .get("/api/v2/jobs/{id}/errors", errors)
+        .post("/oauth/token", token);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -384,6 +384,26 @@ async fn find_job(state: &AppState, project: &Project, id: &str) -> Result<Expor
     })
 }
 
+/// Create a users export job (Auth0's Management API).
+///
+/// Files are always gzipped; the first schema violation is reported.
+#[utoipa::path(
+    post,
+    path = "/api/v2/jobs/users-exports",
+    tag = "auth0",
+    operation_id = "auth0_create_users_export_job",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays of the same key and body return the first job")),
+    request_body(content = doc::Auth0CreateRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The job was created", body = doc::Auth0Job),
+        (status = 400, description = "`invalid_body`, `inexistent_connection`", body = doc::Auth0Error),
+        (status = 401, description = "Missing or invalid credentials (`invalid_token`)", body = doc::Auth0Error),
+        (status = 409, description = "`Idempotency-Key` reused with another body", body = doc::Auth0Error),
+        (status = 413, description = "Body too large", body = doc::Auth0Error),
+        (status = 500, description = "Internal error", body = doc::Auth0Error),
+    ),
+    security(("management_key" = []), ("admin_jwt" = []), ("auth0_access_token" = []))
+)]
 async fn create(
     state: web::Data<AppState>,
     auth: Authenticated,
@@ -397,11 +417,44 @@ async fn create(
     Ok(created.response(StatusCode::OK).json(view(&state, &created.task).await))
 }
 
+/// Get a job (Auth0's Management API).
+#[utoipa::path(
+    get,
+    path = "/api/v2/jobs/{id}",
+    tag = "auth0",
+    operation_id = "auth0_get_job",
+    params(("id" = String, Path, description = "Job id (`job_` + 16 characters)")),
+    responses(
+        (status = 200, description = "The job", body = doc::Auth0Job),
+        (status = 400, description = "Malformed job id (`invalid_uri`)", body = doc::Auth0Error),
+        (status = 401, description = "Missing or invalid credentials", body = doc::Auth0Error),
+        (status = 404, description = "No such job (`inexistent_job`)", body = doc::Auth0Error),
+        (status = 500, description = "Internal error", body = doc::Auth0Error),
+    ),
+    security(("management_key" = []), ("admin_jwt" = []), ("auth0_access_token" = []))
+)]
 async fn get(state: web::Data<AppState>, auth: Authenticated, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let task = find_job(&state, &auth.project, &id).await?;
     Ok(HttpResponse::Ok().json(view(&state, &task).await))
 }
 
+/// Get the errors of a job: 204 unless it failed.
+#[utoipa::path(
+    get,
+    path = "/api/v2/jobs/{id}/errors",
+    tag = "auth0",
+    operation_id = "auth0_get_job_errors",
+    params(("id" = String, Path, description = "Job id (`job_` + 16 characters)")),
+    responses(
+        (status = 200, description = "The job failed", body = doc::Auth0JobErrors),
+        (status = 204, description = "The job has no errors"),
+        (status = 400, description = "Malformed job id (`invalid_uri`)", body = doc::Auth0Error),
+        (status = 401, description = "Missing or invalid credentials", body = doc::Auth0Error),
+        (status = 404, description = "No such job (`inexistent_job`)", body = doc::Auth0Error),
+        (status = 500, description = "Internal error", body = doc::Auth0Error),
+    ),
+    security(("management_key" = []), ("admin_jwt" = []), ("auth0_access_token" = []))
+)]
 async fn errors(
     state: web::Data<AppState>,
     auth: Authenticated,
@@ -539,6 +592,27 @@ fn audience_matches(audience: &str, host: &str) -> bool {
     rest.is_some_and(|r| r.strip_prefix(host).is_some_and(|path| path == "/api/v2/" || path == "/api/v2"))
 }
 
+/// Issue an access token for the Auth0 routes (OAuth 2 client credentials).
+///
+/// `client_id` is the project id and `client_secret` a management key; the token is valid for an
+/// hour on `/api/v2` routes of every replica sharing `USEREXPORT_SIGNING_SECRET`.
+#[utoipa::path(
+    post,
+    path = "/oauth/token",
+    tag = "auth0",
+    operation_id = "auth0_oauth_token",
+    request_body(content(
+        (doc::OAuthTokenRequest = "application/json"),
+        (doc::OAuthTokenRequest = "application/x-www-form-urlencoded"),
+    )),
+    responses(
+        (status = 200, description = "The access token", body = doc::OAuthToken),
+        (status = 400, description = "`invalid_request`", body = doc::OAuthError),
+        (status = 401, description = "`access_denied`: unknown client or wrong secret", body = doc::OAuthError),
+        (status = 403, description = "`unsupported_grant_type`, or an audience other than this server's `/api/v2/`", body = doc::OAuthError),
+        (status = 500, description = "Internal error", body = doc::Auth0Error),
+    )
+)]
 async fn token(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> HttpResponse {
     let bad_request = |d: &str| oauth_error(StatusCode::BAD_REQUEST, "invalid_request", d);
     let bytes = match body::read_limited(&req, payload, 64 * 1024).await {

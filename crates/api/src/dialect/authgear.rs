@@ -20,22 +20,15 @@ use crate::AppState;
 use crate::auth::Authenticated;
 use crate::body::{self, FieldError};
 use crate::error::{ApiDialect, ApiError};
+use crate::openapi::schemas as doc;
+use crate::routes::Routes;
 use crate::service;
 
 const DIALECT: ApiDialect = ApiDialect::Authgear;
 
 /// Registers the Authgear routes.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/_api/admin/users/export")
-            .route(web::post().to(create))
-            .default_service(web::to(crate::error::method_not_allowed)),
-    )
-    .service(
-        web::resource("/_api/admin/users/export/{id}")
-            .route(web::get().to(get))
-            .default_service(web::to(crate::error::method_not_allowed)),
-    );
+pub fn configure(routes: &mut Routes<'_>) {
+    routes.post("/_api/admin/users/export", create).get("/_api/admin/users/export/{id}", get);
 }
 
 /// Why an Authgear create request was refused.
@@ -351,6 +344,26 @@ async fn view(state: &AppState, task: &ExportTask) -> Value {
     render_task(task, url.as_ref().map(|(u, _)| u.as_str()))
 }
 
+/// Create a user export (Authgear's Admin API).
+///
+/// Schema violations are all reported at once in `error.info.causes`.
+#[utoipa::path(
+    post,
+    path = "/_api/admin/users/export",
+    tag = "authgear",
+    operation_id = "authgear_create_export",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays of the same key and body return the first task")),
+    request_body(content = doc::AuthgearCreateRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The task was created", body = doc::AuthgearTaskEnvelope),
+        (status = 400, description = "`Invalid` / `ValidationFailed` or `UserExportNonUniqueFieldNames`, `BadRequest` / `InvalidJSON`", body = doc::AuthgearErrorEnvelope),
+        (status = 401, description = "Missing or invalid credentials", body = doc::AuthgearErrorEnvelope),
+        (status = 409, description = "`Idempotency-Key` reused with another body", body = doc::AuthgearErrorEnvelope),
+        (status = 413, description = "Body too large", body = doc::AuthgearErrorEnvelope),
+        (status = 500, description = "Internal error", body = doc::AuthgearErrorEnvelope),
+    ),
+    security(("management_key" = []), ("admin_jwt" = []))
+)]
 async fn create(
     state: web::Data<AppState>,
     auth: Authenticated,
@@ -364,6 +377,21 @@ async fn create(
     Ok(created.response(StatusCode::OK).json(json!({ "result": view(&state, &created.task).await })))
 }
 
+/// Get a user export (Authgear's Admin API).
+#[utoipa::path(
+    get,
+    path = "/_api/admin/users/export/{id}",
+    tag = "authgear",
+    operation_id = "authgear_get_export",
+    params(("id" = String, Path, description = "Task id")),
+    responses(
+        (status = 200, description = "The task", body = doc::AuthgearTaskEnvelope),
+        (status = 401, description = "Missing or invalid credentials", body = doc::AuthgearErrorEnvelope),
+        (status = 404, description = "`TaskNotFound`, or `TaskExpired` past retention", body = doc::AuthgearErrorEnvelope),
+        (status = 500, description = "Internal error", body = doc::AuthgearErrorEnvelope),
+    ),
+    security(("management_key" = []), ("admin_jwt" = []))
+)]
 async fn get(state: web::Data<AppState>, auth: Authenticated, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let task = service::get_export(&state, &auth.project, &id).await.map_err(|e| e.into_api(DIALECT))?;
     if service::is_expired(&task, Utc::now()) {

@@ -4,9 +4,11 @@
 //! - [`native`] serves `/v1/exports`.
 //! - [`authgear`] serves `/_api/admin/users/export`.
 //! - [`auth0`] serves `/api/v2/jobs/…` and `/oauth/token`.
+//! - [`descope`] serves `/v1|v2/mgmt/user…` (search, load, writes) and `/v1/mgmt/license`.
 
 pub mod auth0;
 pub mod authgear;
+pub mod descope;
 pub mod native;
 
 use std::time::Duration;

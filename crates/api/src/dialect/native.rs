@@ -22,6 +22,8 @@ use crate::AppState;
 use crate::auth::Authenticated;
 use crate::body::{self, FieldError};
 use crate::error::{ApiDialect, ApiError};
+use crate::openapi::schemas as doc;
+use crate::routes::Routes;
 use crate::service;
 
 const DIALECT: ApiDialect = ApiDialect::Native;
@@ -32,16 +34,11 @@ pub const DEFAULT_LIMIT: u64 = 20;
 pub const MAX_LIMIT: u64 = 100;
 
 /// Registers the native routes.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    let not_allowed = || web::to(crate::error::method_not_allowed);
-    cfg.service(
-        web::resource("/v1/exports")
-            .route(web::post().to(create))
-            .route(web::get().to(list))
-            .default_service(not_allowed()),
-    )
-    .service(web::resource("/v1/exports/{id}").route(web::get().to(get)).default_service(not_allowed()))
-    .service(web::resource("/v1/exports/{id}/cancel").route(web::post().to(cancel)).default_service(not_allowed()));
+pub fn configure(routes: &mut Routes<'_>) {
+    routes
+        .resource("/v1/exports", |r| r.post(create).get(list))
+        .get("/v1/exports/{id}", get)
+        .post("/v1/exports/{id}/cancel", cancel);
 }
 
 /// One requested field.
@@ -186,6 +183,29 @@ async fn view(state: &AppState, task: &ExportTask) -> Value {
     render_task(task, url.as_ref().map(|(u, e)| (u.as_str(), *e)), now)
 }
 
+/// Create an export task.
+///
+/// The task is committed and queued at once; poll it until `status` is `completed` and download
+/// `download_url`. Send `Idempotency-Key` to make retries safe.
+#[utoipa::path(
+    post,
+    path = "/v1/exports",
+    tag = "native",
+    operation_id = "native_create_export",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays of the same key and body return the first task (`Idempotent-Replayed: true`)")),
+    request_body(content = doc::NativeCreateRequest, content_type = "application/json"),
+    responses(
+        (status = 202, description = "The task was created", body = doc::NativeTask,
+            headers(("Location" = String, description = "`/v1/exports/{id}`"))),
+        (status = 400, description = "Invalid body (`invalid_request_body`, `invalid_field_pointer`, `non_unique_field_names`, `malformed_json`)", body = doc::NativeError),
+        (status = 401, description = "Missing or invalid credentials", body = doc::NativeError),
+        (status = 409, description = "`Idempotency-Key` reused with another body", body = doc::NativeError),
+        (status = 413, description = "Body too large", body = doc::NativeError),
+        (status = 415, description = "Not JSON", body = doc::NativeError),
+        (status = 500, description = "Internal error", body = doc::NativeError),
+    ),
+    security(("management_key" = []), ("admin_jwt" = []))
+)]
 async fn create(
     state: web::Data<AppState>,
     auth: Authenticated,
@@ -201,11 +221,45 @@ async fn create(
     Ok(res.json(view(&state, &created.task).await))
 }
 
+/// Get an export task.
+#[utoipa::path(
+    get,
+    path = "/v1/exports/{id}",
+    tag = "native",
+    operation_id = "native_get_export",
+    params(("id" = String, Path, description = "Task id (`userexport_…`)")),
+    responses(
+        (status = 200, description = "The task", body = doc::NativeTask),
+        (status = 401, description = "Missing or invalid credentials", body = doc::NativeError),
+        (status = 404, description = "No such task in this project", body = doc::NativeError),
+        (status = 500, description = "Internal error", body = doc::NativeError),
+    ),
+    security(("management_key" = []), ("admin_jwt" = []))
+)]
 async fn get(state: web::Data<AppState>, auth: Authenticated, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let task = service::get_export(&state, &auth.project, &id).await.map_err(|e| e.into_api(DIALECT))?;
     Ok(HttpResponse::Ok().json(view(&state, &task).await))
 }
 
+/// Cancel an export task.
+///
+/// A pending task is cancelled at once; a processing one is flagged and its worker stops at the
+/// next page.
+#[utoipa::path(
+    post,
+    path = "/v1/exports/{id}/cancel",
+    tag = "native",
+    operation_id = "native_cancel_export",
+    params(("id" = String, Path, description = "Task id (`userexport_…`)")),
+    responses(
+        (status = 202, description = "Cancelled, or cancel requested", body = doc::NativeTask),
+        (status = 401, description = "Missing or invalid credentials", body = doc::NativeError),
+        (status = 404, description = "No such task in this project", body = doc::NativeError),
+        (status = 409, description = "The task already finished (`task_state_conflict`)", body = doc::NativeError),
+        (status = 500, description = "Internal error", body = doc::NativeError),
+    ),
+    security(("management_key" = []), ("admin_jwt" = []))
+)]
 async fn cancel(
     state: web::Data<AppState>,
     auth: Authenticated,
@@ -280,6 +334,27 @@ pub fn paginate(mut rows: Vec<ExportTask>, limit: u64) -> (Vec<ExportTask>, Opti
     }
 }
 
+/// List export tasks, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/exports",
+    tag = "native",
+    operation_id = "native_list_exports",
+    params(
+        ("status" = Option<String>, Query, description = "Comma-separated statuses, e.g. `pending,processing`"),
+        ("created_from" = Option<String>, Query, format = DateTime, description = "Created at or after (RFC 3339)"),
+        ("created_to" = Option<String>, Query, format = DateTime, description = "Created at or before (RFC 3339)"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 100, description = "Page size (default 20)"),
+        ("from" = Option<String>, Query, description = "The `next` cursor of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of tasks", body = doc::NativeTaskPage),
+        (status = 400, description = "Invalid query (`invalid_query`)", body = doc::NativeError),
+        (status = 401, description = "Missing or invalid credentials", body = doc::NativeError),
+        (status = 500, description = "Internal error", body = doc::NativeError),
+    ),
+    security(("management_key" = []), ("admin_jwt" = []))
+)]
 async fn list(state: web::Data<AppState>, auth: Authenticated, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let (query, limit) = parse_list_query(req.query_string())?;
     let rows = service::list_exports(&state, &auth.project, &query).await.map_err(|e| match e {

@@ -7,5 +7,5 @@ pub(crate) mod management_keys;
 pub(crate) mod projects;
 pub(crate) mod signing_keys;
 pub(crate) mod user_login_ids;
-pub(crate) mod users;
 pub(crate) mod user_search_cursors;
+pub(crate) mod users;
