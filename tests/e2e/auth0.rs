@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use userexport_domain::{JsonPointer, User};
 
-use crate::helpers::{Mode, TestApp, services_required, spawn_app};
+use crate::helpers::{Mode, TestApp, run_sdk_script, services_required, spawn_app};
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -336,23 +336,6 @@ async fn sdk_app(seed: u64) -> Option<(TestApp, tempfile::NamedTempFile)> {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), serde_json::to_vec(&fixture).unwrap()).unwrap();
     Some((app, file))
-}
-
-/// Runs an SDK script to completion; panics with its output unless it exits with status 0.
-async fn run_sdk_script(mut cmd: std::process::Command, app: &TestApp, fixture: &std::path::Path) {
-    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("USEREXPORT_SDK_BASE_URL", &app.base)
-        .env("USEREXPORT_SDK_FIXTURE", fixture);
-    let described = format!("{cmd:?}");
-    let out = tokio::time::timeout(Duration::from_secs(300), tokio::task::spawn_blocking(move || cmd.output()))
-        .await
-        .expect("the SDK script finishes within 5 minutes")
-        .unwrap()
-        .unwrap_or_else(|e| panic!("cannot run {described}: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{described} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}", out.status);
-    println!("{stdout}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

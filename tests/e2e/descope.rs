@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use userexport_domain::{SortField, TestUsers, User, UserFilter, UserSort, UserStatus};
 
-use crate::helpers::{Mode, TestApp, services_required, spawn_app, spawn_app_with};
+use crate::helpers::{Mode, TestApp, run_sdk_script, services_required, spawn_app, spawn_app_with};
 
 /// POSTs a Descope search and returns `(users' ids, total)`.
 async fn search(app: &TestApp, path: &str, body: Value) -> (Vec<String>, u64) {
@@ -369,27 +369,13 @@ fn python() -> Option<String> {
     }
 }
 
-/// Runs `tests/sdk/descope_python.py <scenario>` against `app` with `fixture`; panics with its output
-/// unless it exits 0.
+/// Runs `tests/sdk/descope_python.py <scenario>` against `app` with `fixture`.
 async fn run_script(python: String, scenario: &str, app: &TestApp, fixture: Value) {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), serde_json::to_vec(&fixture).unwrap()).unwrap();
     let mut cmd = std::process::Command::new(python);
-    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["tests/sdk/descope_python.py", scenario])
-        .env("USEREXPORT_SDK_BASE_URL", &app.base)
-        .env("USEREXPORT_SDK_FIXTURE", file.path())
-        .env("NO_PROXY", "127.0.0.1,localhost");
-    let described = format!("{cmd:?}");
-    let out = tokio::time::timeout(Duration::from_secs(600), tokio::task::spawn_blocking(move || cmd.output()))
-        .await
-        .expect("the SDK script finishes within 10 minutes")
-        .unwrap()
-        .unwrap_or_else(|e| panic!("cannot run {described}: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{described} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}", out.status);
-    println!("{stdout}");
+    cmd.args(["tests/sdk/descope_python.py", scenario]);
+    run_sdk_script(cmd, app, file.path()).await;
 }
 
 /// The SDK pages through 20k users (no duplicate, none missing), searches with filters, loads,

@@ -349,3 +349,21 @@ impl Drop for TestApp {
         }
     }
 }
+
+/// Runs an SDK script to completion; panics with its output unless it exits with status 0.
+pub async fn run_sdk_script(mut cmd: std::process::Command, app: &TestApp, fixture: &std::path::Path) {
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("USEREXPORT_SDK_BASE_URL", &app.base)
+        .env("USEREXPORT_SDK_FIXTURE", fixture)
+        .env("NO_PROXY", "127.0.0.1,localhost");
+    let described = format!("{cmd:?}");
+    let out = tokio::time::timeout(Duration::from_secs(600), tokio::task::spawn_blocking(move || cmd.output()))
+        .await
+        .expect("the SDK script finishes within 10 minutes")
+        .unwrap()
+        .unwrap_or_else(|e| panic!("cannot run {described}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{described} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}", out.status);
+    println!("{stdout}");
+}

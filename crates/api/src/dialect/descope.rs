@@ -109,7 +109,14 @@ fn admit(state: &AppState, auth: &Authenticated) -> Result<(), ApiError> {
     }
 }
 
-async fn read_body(state: &AppState, req: &HttpRequest, payload: web::Payload) -> Result<Map<String, Value>, ApiError> {
+/// The rate limit, then the JSON object body.
+async fn admitted_body(
+    state: &AppState,
+    auth: &Authenticated,
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> Result<Map<String, Value>, ApiError> {
+    admit(state, auth)?;
     let value = body::read_json(req, payload, state.settings.max_body_bytes).await?;
     match value {
         Value::Object(map) => Ok(map),
@@ -378,8 +385,7 @@ async fn search(
     payload: web::Payload,
     test_path: bool,
 ) -> Result<HttpResponse, ApiError> {
-    admit(&state, &auth)?;
-    let obj = read_body(&state, &req, payload).await?;
+    let obj = admitted_body(&state, &auth, &req, payload).await?;
     let q = parse_search(&obj, test_path)?;
     let page =
         state.store.search_users(&auth.project.id, &q.filter, &q.sort, q.offset, q.limit).await.map_err(store_error)?;
@@ -392,8 +398,7 @@ async fn load_users(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    admit(&state, &auth)?;
-    let obj = read_body(&state, &req, payload).await?;
+    let obj = admitted_body(&state, &auth, &req, payload).await?;
     let p = Proto::new(&obj, "");
     let ids = p.strings("userIds")?;
     if ids.is_empty() {
@@ -567,8 +572,7 @@ async fn create(
     payload: web::Payload,
     test: bool,
 ) -> Result<HttpResponse, ApiError> {
-    admit(&state, &auth)?;
-    let obj = read_body(&state, &req, payload).await?;
+    let obj = admitted_body(&state, &auth, &req, payload).await?;
     let user = parse_new_user(&obj, "", test, Utc::now())?;
     state.store.insert_users(&auth.project.id, std::slice::from_ref(&user)).await.map_err(duplicate)?;
     Ok(HttpResponse::Ok().json(json!({ "user": user.descope_user() })))
@@ -580,8 +584,7 @@ async fn create_batch(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    admit(&state, &auth)?;
-    let obj = read_body(&state, &req, payload).await?;
+    let obj = admitted_body(&state, &auth, &req, payload).await?;
     let Some(Value::Array(items)) = obj.get("users") else {
         return Err(missing("/users is required: an array of users"));
     };
@@ -623,8 +626,7 @@ async fn update(
     payload: web::Payload,
     kind: Update,
 ) -> Result<HttpResponse, ApiError> {
-    admit(&state, &auth)?;
-    let obj = read_body(&state, &req, payload).await?;
+    let obj = admitted_body(&state, &auth, &req, payload).await?;
     let p = Proto::new(&obj, "");
     let login_id = p.string("loginId")?.ok_or_else(|| missing("/loginId is required"))?;
     let tenant_id = p.string("tenantId")?;
