@@ -45,8 +45,12 @@ pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 /// Default retention of failed and cancelled tasks (completed tasks carry their own `expires_at`).
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
-/// How long SQLite waits for a lock, and how long a pool connection may be awaited.
+/// How long SQLite waits for a lock, and how long opening a connection may take.
 const WAIT: Duration = Duration::from_secs(5);
+
+/// How long a request may queue for a pooled connection: a burst (1,000 concurrent creates) waits
+/// its turn instead of failing with 503, while a dead database still fails at `WAIT` per connect.
+const ACQUIRE_WAIT: Duration = Duration::from_secs(15);
 
 /// A time bound adjusted to what the backend stores. Postgres keeps microseconds, so for a stored `x`:
 /// `x ≥ t` ⇔ `x ≥ ceil_µs(t)`, `x < t` ⇔ `x < ceil_µs(t)` (lower = true) and `x ≤ t` ⇔ `x ≤ floor_µs(t)`
@@ -95,7 +99,10 @@ impl Store {
             return Err(StoreError::UnsupportedUrl);
         };
         let mut opt = ConnectOptions::new(url);
-        opt.max_connections(max_connections.max(1)).acquire_timeout(WAIT).connect_timeout(WAIT).sqlx_logging(false);
+        opt.max_connections(max_connections.max(1))
+            .acquire_timeout(ACQUIRE_WAIT)
+            .connect_timeout(WAIT)
+            .sqlx_logging(false);
         if backend == Backend::Sqlite {
             opt.map_sqlx_sqlite_opts(|o| {
                 o.journal_mode(SqliteJournalMode::Wal).synchronous(SqliteSynchronous::Normal).busy_timeout(WAIT)

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 use userexport_domain::{ExportSpec, ProjectId};
 use userexport_export::ExportEncoder;
 use userexport_storage::{StorageError, Upload};
@@ -91,7 +92,7 @@ type UploaderHandle = tokio::task::JoinHandle<(Box<dyn Upload>, Result<(), Stora
 fn spawn_uploader(mut upload: Box<dyn Upload>) -> (mpsc::Sender<Bytes>, mpsc::Receiver<Vec<u8>>, UploaderHandle) {
     let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL_PARTS);
     let (recycle_tx, recycle_rx) = mpsc::channel::<Vec<u8>>(CHANNEL_PARTS + 2);
-    let handle = tokio::spawn(async move {
+    let uploader = async move {
         while let Some(part) = rx.recv().await {
             let started = Instant::now();
             let len = part.len();
@@ -107,7 +108,10 @@ fn spawn_uploader(mut upload: Box<dyn Upload>) -> (mpsc::Sender<Bytes>, mpsc::Re
             tracing::debug!(bytes = len, "part uploaded");
         }
         (upload, Ok(()))
-    });
+    }
+    // Its log lines belong to the attempt (task_id, attempt).
+    .instrument(tracing::Span::current());
+    let handle = tokio::spawn(uploader);
     (tx, recycle_rx, handle)
 }
 

@@ -1,0 +1,26 @@
+//! Fault injection in production mode (Postgres + Redis + s3s-fs), with `userexport worker` as
+//! separate child processes that the tests kill. The scenarios run one at a time (they time what
+//! follows a fault, and kill processes and connections) and print their timings to stderr.
+//!
+//! - `worker_killed`: SIGKILL of the worker streaming a 200k-user export while a second runs.
+//! - `queue_lost`: every Redis key of the queue deleted while tasks are pending and processing.
+//! - `postgres_killed`: every Postgres connection of the database terminated mid-stream.
+//! - `load`: 1,000 concurrent creates, all completed by two workers, queue drained.
+//!
+//! Without the services they skip (printing a line) unless `USEREXPORT_TEST_REQUIRE_SERVICES=1`.
+
+#[path = "e2e/helpers.rs"]
+#[allow(dead_code)]
+mod helpers;
+
+#[path = "faults/harness.rs"]
+mod harness;
+
+#[path = "faults/load.rs"]
+mod load;
+#[path = "faults/postgres_killed.rs"]
+mod postgres_killed;
+#[path = "faults/queue_lost.rs"]
+mod queue_lost;
+#[path = "faults/worker_killed.rs"]
+mod worker_killed;
