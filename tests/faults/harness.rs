@@ -274,6 +274,42 @@ impl Fault {
         }
     }
 
+    /// Creates a CSV export and waits until its first attempt is streaming and has written a quarter
+    /// of `users` rows (at least one 8 MiB part is uploaded by then), still `processing` under the
+    /// same upload, so a fault injected now lands mid-stream. Returns the task id and the row then.
+    pub async fn export_a_quarter_written(&self, users: usize) -> (String, TaskRow) {
+        let t0 = Instant::now();
+        let id = self.create_csv_export().await;
+        let first = self
+            .wait_row(&id, Duration::from_secs(120), "an attempt streaming into an upload", |r| {
+                r.status == "processing" && r.upload_id.is_some() && r.lease_owner.is_some()
+            })
+            .await;
+        self.note("enqueue → first attempt uploading", t0);
+        let quarter = users as i64 / 4;
+        let before = self
+            .wait_row(&id, Duration::from_secs(300), "a quarter of the users written", |r| {
+                r.rows_written >= quarter || r.status != "processing"
+            })
+            .await;
+        assert_eq!(before.status, "processing", "the export finished before the fault: {before:?}");
+        assert_eq!(before.upload_id, first.upload_id, "{before:?}");
+        (id, before)
+    }
+
+    /// Waits until the queue holds no job; panics after `timeout`.
+    pub async fn wait_queue_drained(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let depth = self.components.queue.depth().await.expect("queue depth");
+            if depth == 0 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the queue did not drain: depth {depth}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Runs one SQL statement and returns the first column of every row as i64.
     pub async fn sql_i64(&self, sql: &str) -> Vec<i64> {
         let db = self.components.store.connection();

@@ -55,15 +55,7 @@ async fn a_thousand_concurrent_creates_all_complete_and_the_queue_drains() {
     assert_eq!(rows, vec![visible * TASKS as i64]);
     let retried = f.sql_i64("SELECT COUNT(*) FROM export_tasks WHERE attempts <> 1").await;
     eprintln!("[load] tasks that needed more than one attempt: {}", retried[0]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let depth = f.components.queue.depth().await.expect("queue depth");
-        if depth == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the queue did not drain: depth {depth}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    f.wait_queue_drained(Duration::from_secs(30)).await;
     let keys = f.queue_keys();
     eprintln!("[load] queue keys left: {}", keys.len());
     for w in &mut workers {

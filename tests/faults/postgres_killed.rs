@@ -28,19 +28,7 @@ async fn postgres_connections_killed_mid_stream_retry_to_an_exact_file() {
     let mut w = f.worker("worker", 1);
 
     let t0 = Instant::now();
-    let id = f.create_csv_export().await;
-    f.wait_row(&id, Duration::from_secs(120), "an attempt streaming into an upload", |r| {
-        r.status == "processing" && r.upload_id.is_some()
-    })
-    .await;
-    f.note("enqueue → first attempt uploading", t0);
-    let quarter = expected.len() as i64 / 4;
-    let before = f
-        .wait_row(&id, Duration::from_secs(300), "a quarter of the users written", |r| {
-            r.rows_written >= quarter || r.status != "processing"
-        })
-        .await;
-    assert_eq!(before.status, "processing", "the export finished before the fault: {before:?}");
+    let (id, before) = f.export_a_quarter_written(expected.len()).await;
     let killed = terminate_backends(f.admin_url(), f.db_name()).await;
     let fault = Instant::now();
     assert!(killed > 0, "no backend was terminated");

@@ -73,15 +73,7 @@ async fn queue_keys_lost_while_pending_and_processing_nothing_stays_unfinished()
 
     let unfinished = f.sql_i64("SELECT COUNT(*) FROM export_tasks WHERE status IN ('pending', 'processing')").await;
     assert_eq!(unfinished, vec![0]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let depth = f.components.queue.depth().await.expect("queue depth");
-        if depth == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the queue did not drain: depth {depth}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    f.wait_queue_drained(Duration::from_secs(30)).await;
     let mut b = b;
     assert!(b.alive(), "worker B died:\n{}", b.log());
     f.note("total", t0);

@@ -15,22 +15,7 @@ async fn worker_killed_mid_export_is_taken_over_and_the_file_is_exact() {
     let mut b = f.worker("worker-b", 1);
 
     let t0 = Instant::now();
-    let id = f.create_csv_export().await;
-    let first = f
-        .wait_row(&id, Duration::from_secs(120), "an attempt streaming into an upload", |r| {
-            r.status == "processing" && r.upload_id.is_some() && r.lease_owner.is_some()
-        })
-        .await;
-    f.note("enqueue → first attempt uploading", t0);
-    // Kill once a quarter of the users is through (at least one 8 MiB part is uploaded by then).
-    let quarter = expected.len() as i64 / 4;
-    let before = f
-        .wait_row(&id, Duration::from_secs(300), "a quarter of the users written", |r| {
-            r.rows_written >= quarter || r.status != "processing"
-        })
-        .await;
-    assert_eq!(before.status, "processing", "the export finished before it could be killed: {before:?}");
-    assert_eq!(before.upload_id, first.upload_id, "{before:?}");
+    let (id, before) = f.export_a_quarter_written(expected.len()).await;
     let owner = before.lease_owner.clone().expect("lease owner");
     let (victim, survivor) = if a.owns(&owner) { (&mut a, &mut b) } else { (&mut b, &mut a) };
     assert!(victim.owns(&owner), "the lease owner {owner} is neither worker");
