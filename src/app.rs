@@ -181,7 +181,11 @@ pub async fn run_worker(
         settings: worker_settings(settings),
         name: Queue::worker_name(),
     };
-    let maintenance = MaintenanceSettings { interval: settings.sweep_interval, ..MaintenanceSettings::default() };
+    let maintenance = MaintenanceSettings {
+        interval: settings.sweep_interval,
+        pending_grace: settings.pending_grace,
+        keep_done: settings.queue_keep_done,
+    };
     let m = tokio::spawn(userexport_worker::run_maintenance(
         worker.clone(),
         c.queue.clone(),

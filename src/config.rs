@@ -128,6 +128,16 @@ pub struct ConfigArgs {
     #[arg(long, env = "USEREXPORT_SWEEP_INTERVAL", value_name = "DURATION", global = true)]
     pub sweep_interval: Option<String>,
 
+    /// How long a `pending` task may wait before the reconciler assumes the queue lost it and
+    /// enqueues it again [default: 120s].
+    #[arg(long, env = "USEREXPORT_PENDING_GRACE", value_name = "DURATION", global = true)]
+    pub pending_grace: Option<String>,
+
+    /// Finished job records kept in the queue (succeeded and dead, each); older ones are trimmed by
+    /// the maintenance loop (the tasks themselves stay in the database) [default: 10000].
+    #[arg(long, env = "USEREXPORT_QUEUE_KEEP_DONE", value_name = "N", global = true)]
+    pub queue_keep_done: Option<String>,
+
     /// Requests per second each project may send to the Descope routes, per API replica (bursts of
     /// the same size), or `off` [default: off].
     #[arg(long, env = "USEREXPORT_RATE_LIMIT", value_name = "PER_SECOND", global = true)]
@@ -170,6 +180,8 @@ impl fmt::Debug for ConfigArgs {
             .field("lease", &self.lease)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("sweep_interval", &self.sweep_interval)
+            .field("pending_grace", &self.pending_grace)
+            .field("queue_keep_done", &self.queue_keep_done)
             .field("worker_metrics_bind", &self.worker_metrics_bind)
             .field("rate_limit", &self.rate_limit)
             .field("signing_secret", &secret(&self.signing_secret))
@@ -201,6 +213,8 @@ pub struct FileConfig {
     lease: Option<String>,
     max_body_bytes: Option<u64>,
     sweep_interval: Option<String>,
+    pending_grace: Option<String>,
+    queue_keep_done: Option<u64>,
     worker_metrics_bind: Option<String>,
     rate_limit: Option<u64>,
     signing_secret: Option<String>,
@@ -303,6 +317,10 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// Interval of the sweeper and reconciler.
     pub sweep_interval: Duration,
+    /// Age at which the reconciler re-enqueues a `pending` task.
+    pub pending_grace: Duration,
+    /// Finished job records the queue keeps (succeeded and dead, each).
+    pub queue_keep_done: u64,
     /// Where `userexport worker` serves its own `/metrics` and `/healthz`; `None`: not served.
     pub worker_metrics_bind: Option<SocketAddr>,
     /// Per-project requests per second on the Descope routes (per API replica); `None`: unlimited.
@@ -421,6 +439,8 @@ impl fmt::Debug for Settings {
             .field("lease", &format_duration(self.lease))
             .field("max_body_bytes", &self.max_body_bytes)
             .field("sweep_interval", &format_duration(self.sweep_interval))
+            .field("pending_grace", &format_duration(self.pending_grace))
+            .field("queue_keep_done", &self.queue_keep_done)
             .field("worker_metrics_bind", &self.worker_metrics_bind)
             .field("rate_limit", &self.rate_limit)
             .field("signing_secret", &self.signing_secret.as_ref().map(|_| REDACTED))
@@ -497,13 +517,15 @@ const WORKER_CONCURRENCY: Key =
 const LEASE: Key = key("USEREXPORT_LEASE", "--lease", "lease", false);
 const MAX_BODY_BYTES: Key = key("USEREXPORT_MAX_BODY_BYTES", "--max-body-bytes", "max_body_bytes", false);
 const SWEEP_INTERVAL: Key = key("USEREXPORT_SWEEP_INTERVAL", "--sweep-interval", "sweep_interval", false);
+const PENDING_GRACE: Key = key("USEREXPORT_PENDING_GRACE", "--pending-grace", "pending_grace", false);
+const QUEUE_KEEP_DONE: Key = key("USEREXPORT_QUEUE_KEEP_DONE", "--queue-keep-done", "queue_keep_done", false);
 const SIGNING_SECRET: Key = key("USEREXPORT_SIGNING_SECRET", "--signing-secret", "signing_secret", true);
 const WORKER_METRICS_BIND: Key =
     key("USEREXPORT_WORKER_METRICS_BIND", "--worker-metrics-bind", "worker_metrics_bind", false);
 const RATE_LIMIT: Key = key("USEREXPORT_RATE_LIMIT", "--rate-limit", "rate_limit", false);
 
 /// Every setting that has a file key (all but `--config`).
-const SETTINGS: [Key; 23] = [
+const SETTINGS: [Key; 25] = [
     BIND,
     DATA_DIR,
     DATABASE_URL,
@@ -524,6 +546,8 @@ const SETTINGS: [Key; 23] = [
     LEASE,
     MAX_BODY_BYTES,
     SWEEP_INTERVAL,
+    PENDING_GRACE,
+    QUEUE_KEEP_DONE,
     WORKER_METRICS_BIND,
     RATE_LIMIT,
     SIGNING_SECRET,
@@ -725,6 +749,8 @@ impl ConfigArgs {
         let lease = duration(LEASE, &self.lease, &f.lease, Duration::from_secs(60), None)?;
         let sweep_interval =
             duration(SWEEP_INTERVAL, &self.sweep_interval, &f.sweep_interval, Duration::from_secs(60), None)?;
+        let pending_grace =
+            duration(PENDING_GRACE, &self.pending_grace, &f.pending_grace, Duration::from_secs(120), None)?;
 
         let worker_metrics_bind = parse_or(
             WORKER_METRICS_BIND,
@@ -770,6 +796,13 @@ impl ConfigArgs {
             positive,
         )?;
 
+        let queue_keep_done = parse_or(
+            QUEUE_KEEP_DONE,
+            l.pick(QUEUE_KEEP_DONE, self.queue_keep_done.clone(), f.queue_keep_done.map(|n| n.to_string())),
+            || 10_000,
+            |v| v.trim().parse::<u64>().map_err(|_| "expected a whole number of job records".to_owned()),
+        )?;
+
         let signing_secret = parse_or(
             SIGNING_SECRET,
             l.pick(SIGNING_SECRET, self.signing_secret.clone(), f.signing_secret.clone()),
@@ -798,6 +831,8 @@ impl ConfigArgs {
             lease,
             max_body_bytes,
             sweep_interval,
+            pending_grace,
+            queue_keep_done,
             worker_metrics_bind,
             rate_limit,
             signing_secret,
@@ -1223,6 +1258,8 @@ mod tests {
         assert_eq!(s.lease, Duration::from_secs(60));
         assert_eq!(s.max_body_bytes, 10_485_760);
         assert_eq!(s.sweep_interval, Duration::from_secs(60));
+        assert_eq!(s.pending_grace, Duration::from_secs(120));
+        assert_eq!(s.queue_keep_done, 10_000);
         assert_eq!(s.signing_secret, None);
         assert!(s.is_embedded());
         assert!(s.is_sqlite());
@@ -1291,6 +1328,8 @@ mod tests {
             ("USEREXPORT_LEASE", "2m"),
             ("USEREXPORT_MAX_BODY_BYTES", "1024"),
             ("USEREXPORT_SWEEP_INTERVAL", "500ms"),
+            ("USEREXPORT_PENDING_GRACE", "3s"),
+            ("USEREXPORT_QUEUE_KEEP_DONE", "100"),
             S3_ENV[0],
             S3_ENV[1],
             S3_ENV[2],
@@ -1320,6 +1359,8 @@ mod tests {
         assert_eq!(s.lease, Duration::from_secs(120));
         assert_eq!(s.max_body_bytes, 1024);
         assert_eq!(s.sweep_interval, Duration::from_millis(500));
+        assert_eq!(s.pending_grace, Duration::from_secs(3));
+        assert_eq!(s.queue_keep_done, 100);
     }
 
     #[test]
@@ -1408,6 +1449,8 @@ mod tests {
             ("USEREXPORT_RETENTION", "0h", "greater than zero"),
             ("USEREXPORT_LEASE", "60", "missing unit"),
             ("USEREXPORT_SWEEP_INTERVAL", "1w", "unknown unit `w`"),
+            ("USEREXPORT_PENDING_GRACE", "0s", "greater than zero"),
+            ("USEREXPORT_QUEUE_KEEP_DONE", "lots", "whole number"),
             ("USEREXPORT_WORKER_CONCURRENCY", "0", "at least 1"),
             ("USEREXPORT_WORKER_CONCURRENCY", "two", "positive whole number"),
             ("USEREXPORT_MAX_BODY_BYTES", "-1", "positive whole number"),

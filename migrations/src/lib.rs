@@ -8,6 +8,7 @@ use sea_orm_migration::prelude::*;
 
 mod m0001_init;
 mod m0002_search_cursors;
+mod m0003_requeued_at;
 
 /// All migrations of the service, in order. Run with `Migrator::up(&db, None)`.
 pub struct Migrator;
@@ -15,6 +16,10 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m0001_init::Migration), Box::new(m0002_search_cursors::Migration)]
+        vec![
+            Box::new(m0001_init::Migration),
+            Box::new(m0002_search_cursors::Migration),
+            Box::new(m0003_requeued_at::Migration),
+        ]
     }
 }

@@ -102,7 +102,7 @@ impl Fault {
             key,
             prefix,
             env,
-            redis_url: svc.redis_url,
+            redis_url: map.get("USEREXPORT_REDIS_URL").cloned().unwrap_or(svc.redis_url),
             admin_url: svc.postgres_admin_url,
             db_name: Some(db_name),
             server: handle,
@@ -310,6 +310,17 @@ impl Fault {
         }
     }
 
+    /// Runs SQL statements (no result); returns the rows the last one affected.
+    pub async fn sql_exec(&self, sql: &str) -> u64 {
+        let db = self.components.store.connection();
+        db.execute_unprepared(sql).await.expect(sql).rows_affected()
+    }
+
+    /// The keys of the finished objects in this scenario's bucket.
+    pub async fn objects(&self) -> Vec<String> {
+        self.components.storage.list("").await.expect("list objects")
+    }
+
     /// Runs one SQL statement and returns the first column of every row as i64.
     pub async fn sql_i64(&self, sql: &str) -> Vec<i64> {
         let db = self.components.store.connection();
@@ -360,6 +371,20 @@ impl Fault {
     pub fn queue_keys(&self) -> Vec<String> {
         redis_scan(&self.redis_url, &self.prefix)
     }
+
+    /// apalis' finished-job records: members of the `<prefix>:done` and `<prefix>:dead` sets, and
+    /// the job payloads left in the `<prefix>:data` hash.
+    pub fn finished_records(&self) -> (i64, i64) {
+        let mut r = Redis::connect(&self.redis_url);
+        let int = |reply| match reply {
+            Resp::Int(n) => n,
+            Resp::Simple | Resp::Bulk(_) | Resp::Array(_) => panic!("expected an integer reply"),
+        };
+        let done = int(r.cmd(&["SCARD", &format!("{}:done", self.prefix)]));
+        let dead = int(r.cmd(&["SCARD", &format!("{}:dead", self.prefix)]));
+        let payloads = int(r.cmd(&["HLEN", &format!("{}:data", self.prefix)]));
+        (done + dead, payloads)
+    }
 }
 
 impl Drop for Fault {
@@ -375,6 +400,78 @@ impl Drop for Fault {
             })
             .join();
         }
+    }
+}
+
+/// A `redis-server` of the test's own on a loopback port, keeping nothing on disk, so it can be
+/// killed and started again empty (as a Redis without persistence comes back after a crash).
+pub struct RedisServer {
+    pub port: u16,
+    bin: String,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` (`USEREXPORT_TEST_REDIS_SERVER`, else the one on PATH) on a free port;
+    /// `None` when it is not installed and services are not required.
+    pub fn start() -> Option<RedisServer> {
+        let bin = std::env::var("USEREXPORT_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned());
+        if Command::new(&bin).arg("--version").output().is_err() {
+            let msg = format!("`{bin}` cannot be run; the Redis-restart fault test needs redis-server");
+            assert!(!helpers::services_required(), "{msg}");
+            eprintln!("skipping: {msg}");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let mut server = RedisServer { port, bin, child: None };
+        server.restart();
+        Some(server)
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL: every key is lost.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server (again) on the same port and waits until it answers PING.
+    pub fn restart(&mut self) {
+        self.kill9();
+        let port = self.port.to_string();
+        let child = Command::new(&self.bin)
+            .args(["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--protected-mode", "no", "--daemonize", "no", "--loglevel", "warning"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+                stream.set_read_timeout(Some(Duration::from_secs(2))).ok();
+                let mut r = Redis { reader: BufReader::new(stream.try_clone().expect("clone")), writer: stream };
+                if matches!(r.cmd(&["PING"]), Resp::Simple) {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "redis-server on port {port} did not answer PING within 10 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill9();
     }
 }
 

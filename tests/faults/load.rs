@@ -1,4 +1,5 @@
-//! 1,000 concurrent creates: 1,000 tasks, all completed by two worker processes, queue drained.
+//! 1,000 concurrent creates: 1,000 tasks, all completed by two worker processes, queue drained, and
+//! apalis' finished-job records trimmed to `USEREXPORT_QUEUE_KEEP_DONE` by the maintenance loop.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -8,11 +9,14 @@ use serde_json::json;
 use crate::harness::{Fault, SERIAL};
 
 const TASKS: usize = 1000;
+/// Finished queue records kept (`USEREXPORT_QUEUE_KEEP_DONE`), well below [`TASKS`].
+const KEEP_DONE: i64 = 100;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thousand_concurrent_creates_all_complete_and_the_queue_drains() {
     let _serial = SERIAL.lock().await;
-    let Some(f) = Fault::start("load", &[]).await else { return };
+    let keep = KEEP_DONE.to_string();
+    let Some(f) = Fault::start("load", &[("USEREXPORT_QUEUE_KEEP_DONE", &keep)]).await else { return };
     let visible = f.seed(10, 20).await.len() as i64;
     let mut workers = [f.worker("worker-a", 4), f.worker("worker-b", 4)];
 
@@ -56,6 +60,21 @@ async fn a_thousand_concurrent_creates_all_complete_and_the_queue_drains() {
     let retried = f.sql_i64("SELECT COUNT(*) FROM export_tasks WHERE attempts <> 1").await;
     eprintln!("[load] tasks that needed more than one attempt: {}", retried[0]);
     f.wait_queue_drained(Duration::from_secs(30)).await;
+    // Two maintenance rounds (1 s apart) after the last completion bound apalis' records.
+    let trimmed = Instant::now();
+    loop {
+        let (finished, payloads) = f.finished_records();
+        if finished <= KEEP_DONE && payloads <= KEEP_DONE {
+            eprintln!("[load] finished queue records: {finished}, payloads: {payloads} (keep {KEEP_DONE})");
+            break;
+        }
+        assert!(
+            trimmed.elapsed() < Duration::from_secs(30),
+            "the queue keeps {finished} finished records and {payloads} payloads, over the limit of {KEEP_DONE}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    f.note("all completed → queue records trimmed", trimmed);
     let keys = f.queue_keys();
     eprintln!("[load] queue keys left: {}", keys.len());
     for w in &mut workers {

@@ -255,7 +255,7 @@ fn prepare_chromium(env: &mut TestEnv) -> Result<()> {
         ok(&browser_versions());
     } else {
         info(&format!("missing {}; installing: apt-get install -y {}", before.join(", "), CHROMIUM_PACKAGES.join(" ")));
-        if let Err(err) = install_chromium() {
+        if let Err(err) = apt_install(&CHROMIUM_PACKAGES) {
             bail!(
                 "{err:#}\nThe console browser test needs {}. Install the Debian packages yourself \
                  (`sudo apt-get install chromium chromium-driver`) and run `cargo xtask test` again.",
@@ -277,14 +277,15 @@ fn prepare_chromium(env: &mut TestEnv) -> Result<()> {
     Ok(())
 }
 
-/// `apt-get install -y chromium chromium-driver`, after `apt-get update` if the first try fails.
-fn install_chromium() -> Result<()> {
+/// `apt-get install -y --no-install-recommends PACKAGES`, after `apt-get update` if the first try
+/// fails.
+fn apt_install(packages: &[&str]) -> Result<()> {
     if find_on_path("apt-get").is_none() {
-        bail!("apt-get is not available, so Chromium cannot be installed automatically");
+        bail!("apt-get is not available, so {} cannot be installed automatically", packages.join(" "));
     }
     let root = is_root();
     if !root && find_on_path("sudo").is_none() {
-        bail!("installing Chromium needs root, and sudo is not available");
+        bail!("installing {} needs root, and sudo is not available", packages.join(" "));
     }
     let apt_get = |args: &[&str]| -> Result<ExitStatus> {
         let mut cmd = if root {
@@ -298,7 +299,7 @@ fn install_chromium() -> Result<()> {
         cmd.status().with_context(|| format!("running {}apt-get {}", if root { "" } else { "sudo " }, args.join(" ")))
     };
     let install: Vec<&str> =
-        ["install", "-y", "--no-install-recommends"].into_iter().chain(CHROMIUM_PACKAGES).collect();
+        ["install", "-y", "--no-install-recommends"].into_iter().chain(packages.iter().copied()).collect();
     if apt_get(&install)?.success() {
         return Ok(());
     }
@@ -309,7 +310,7 @@ fn install_chromium() -> Result<()> {
     }
     let status = apt_get(&install)?;
     if !status.success() {
-        bail!("apt-get install -y {} failed ({status}); see its output above", CHROMIUM_PACKAGES.join(" "));
+        bail!("apt-get install -y {} failed ({status}); see its output above", packages.join(" "));
     }
     Ok(())
 }
@@ -487,6 +488,17 @@ fn prepare_redis(env: &mut TestEnv) -> Result<()> {
         ok("started");
     }
     env.set("USEREXPORT_TEST_REDIS_URL", url);
+
+    // The fault suite kills and restarts a Redis of its own (tests/faults/redis_restarted.rs).
+    let server = match find_on_path("redis-server") {
+        Some(path) => path,
+        None => {
+            info("`redis-server` (for the Redis-restart fault test) is not installed; installing it with apt-get");
+            apt_install(&["redis-server"]).context("installing redis-server for the fault suite")?;
+            find_on_path("redis-server").context("redis-server is still not on PATH after installing it")?
+        }
+    };
+    env.set("USEREXPORT_TEST_REDIS_SERVER", server.display().to_string());
     Ok(())
 }
 

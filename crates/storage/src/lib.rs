@@ -45,6 +45,9 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<(), StorageError>;
     /// The size of the object at `key`, or `None` if there is none.
     async fn head(&self, key: &str) -> Result<Option<u64>, StorageError>;
+    /// Keys of the finished objects starting with `prefix`, sorted (audits and tests; an unfinished
+    /// upload is not an object).
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError>;
     /// Deletes the object at `key`; succeeds if it does not exist.
     async fn delete(&self, key: &str) -> Result<(), StorageError>;
     /// A download URL for `key`, valid for `expires_in` from now, offering `filename`.

@@ -177,6 +177,38 @@ impl ObjectStore for LocalFsStore {
         }
     }
 
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let root = self.root.clone();
+        let prefix = prefix.to_owned();
+        let walk = move || -> std::io::Result<Vec<String>> {
+            let mut keys = Vec::new();
+            let mut dirs = vec![(root, String::new())];
+            while let Some((dir, key_prefix)) = dirs.pop() {
+                let entries = match std::fs::read_dir(&dir) {
+                    Ok(entries) => entries,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
+                for entry in entries {
+                    let entry = entry?;
+                    let Ok(name) = entry.file_name().into_string() else { continue };
+                    let key = format!("{key_prefix}{name}");
+                    if entry.file_type()?.is_dir() {
+                        dirs.push((entry.path(), format!("{key}/")));
+                    } else if !name.contains(PARTIAL_MARKER) && key.starts_with(&prefix) {
+                        keys.push(key);
+                    }
+                }
+            }
+            keys.sort();
+            Ok(keys)
+        };
+        tokio::task::spawn_blocking(walk)
+            .await
+            .map_err(|e| StorageError::Io { op: "list files", source: std::io::Error::other(e) })?
+            .map_err(|source| StorageError::Io { op: "list files", source })
+    }
+
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
         let path = self.path_for(key)?;
         let removed = remove_if_exists(&path, "delete file").await?;

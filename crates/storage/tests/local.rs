@@ -79,6 +79,12 @@ async fn multipart_upload_completes_into_the_file() {
     let path = store.path_for(key).unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), expected);
     assert_eq!(files_under(store.root()), vec!["exports/proj_1/task_1.csv".to_owned()], "no partial left");
+    let mut open = store.start_upload("exports/proj_1/task_2.csv", &meta()).await.unwrap();
+    open.put_part(Bytes::from_static(b"unfinished")).await.unwrap();
+    assert_eq!(store.list("exports/").await.unwrap(), vec![key.to_owned()], "an open upload is not listed");
+    assert_eq!(store.list("exports/proj_1/task_1").await.unwrap(), vec![key.to_owned()]);
+    assert!(store.list("exports/proj_2/").await.unwrap().is_empty());
+    open.abort().await.unwrap();
 
     store.delete(key).await.unwrap();
     assert_eq!(store.head(key).await.unwrap(), None);

@@ -161,6 +161,11 @@ async fn multipart_upload_presign_and_tampering() {
     upload(&store, other_key, &[b"other object"]).await;
     assert_eq!(get_status(&url.replacen(key, other_key, 1)).await, 403, "path switched to another object");
     assert_eq!(get_status(&with_param(&url, "X-Amz-Expires", "604800")).await, 403);
+    let open = store.start_upload("exports/proj_test/open.csv", &csv_meta("x.csv")).await.unwrap();
+    assert_eq!(store.list("exports/").await.unwrap(), vec![other_key.to_owned(), key.to_owned()]);
+    assert_eq!(store.list("exports/proj_test/t").await.unwrap(), vec![key.to_owned()]);
+    assert!(store.list("nothing/").await.unwrap().is_empty());
+    open.abort().await.unwrap();
 
     // 7. Signed two hours ago for one hour → expired; a fresh URL works.
     let stale =

@@ -150,6 +150,7 @@ pub(crate) fn task_model(t: &ExportTask) -> Result<export_tasks::Model, StoreErr
         finished_at: t.finished_at,
         expires_at: t.expires_at,
         updated_at: t.updated_at,
+        requeued_at: None,
     })
 }
 

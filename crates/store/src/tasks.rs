@@ -451,24 +451,36 @@ impl Store {
         Ok(self.update_tasks(cond, sets).await? == 1)
     }
 
-    /// Tasks the queue may have lost: `pending` ones not updated since `pending_older_than`, and
-    /// `processing` ones whose lease lapsed before `now`; oldest first.
+    /// Tasks the queue may have lost, oldest first: `pending` ones not updated since
+    /// `pending_older_than`, and `processing` ones whose lease lapsed before `now`. A task the
+    /// reconciler re-enqueued ([`Store::mark_requeued`]) is left out until `pending_older_than` passes
+    /// that time again, and a lapsed lease is reported once (until a new claim lapses), so a backlog
+    /// that keeps tasks waiting does not fill the queue with copies of them.
     pub async fn stale_tasks(
         &self,
         pending_older_than: DateTime<Utc>,
         now: DateTime<Utc>,
         limit: u64,
     ) -> Result<Vec<ExportTask>, StoreError> {
+        let cutoff = self.bound(pending_older_than, true);
+        let not_requeued_since_cutoff =
+            || Condition::any().add(Column::RequeuedAt.is_null()).add(Column::RequeuedAt.lt(cutoff));
         let cond = Condition::any()
             .add(
                 Condition::all()
                     .add(Column::Status.eq(TaskStatus::Pending.as_str()))
-                    .add(Column::UpdatedAt.lt(self.bound(pending_older_than, true))),
+                    .add(Column::UpdatedAt.lt(cutoff))
+                    .add(not_requeued_since_cutoff()),
             )
             .add(
                 Condition::all()
                     .add(Column::Status.eq(TaskStatus::Processing.as_str()))
-                    .add(Column::LeaseExpiresAt.lt(self.bound(now, true))),
+                    .add(Column::LeaseExpiresAt.lt(self.bound(now, true)))
+                    // A lease that lapsed after the last re-enqueue is new lost work.
+                    .add(
+                        not_requeued_since_cutoff()
+                            .add(Expr::col(Column::RequeuedAt).lt(Expr::col(Column::LeaseExpiresAt))),
+                    ),
             );
         export_tasks::Entity::find()
             .filter(cond)
@@ -479,5 +491,12 @@ impl Store {
             .into_iter()
             .map(convert::task)
             .collect()
+    }
+
+    /// Records that the reconciler put `id` back on the queue at `at` (see [`Store::stale_tasks`]).
+    pub async fn mark_requeued(&self, id: &TaskId, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let cond = Condition::all().add(Column::Id.eq(id.as_str()));
+        self.update_tasks(cond, vec![(Column::RequeuedAt, Expr::value(at))]).await?;
+        Ok(())
     }
 }

@@ -1251,6 +1251,39 @@ mod tasks {
         assert_eq!(task_ids(&store.stale_tasks(cutoff, Utc::now(), 10).await.unwrap()), vec![queued.id]);
     }
 
+    /// A re-enqueued task is not reported again while a backlog keeps it waiting: a pending one until
+    /// the grace period passes its re-enqueue, a lapsed lease until a new claim of it lapses.
+    async fn requeued_tasks_are_not_resent_every_round(store: Store) {
+        let p = fixtures::project(&store).await;
+        let queued = pending(&store, &p).await;
+        let lapsed = pending(&store, &p).await;
+        claim(&store, &lapsed.id, "w1", Duration::ZERO).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let cutoff = Utc::now();
+        let stale = store.stale_tasks(cutoff, Utc::now(), 10).await.unwrap();
+        assert_eq!(task_ids(&stale), vec![queued.id.clone(), lapsed.id.clone()]);
+
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let requeued_at = Utc::now();
+        for t in &stale {
+            store.mark_requeued(&t.id, requeued_at).await.unwrap();
+        }
+        // The next rounds (same grace cutoff, or one older than the re-enqueue) skip both.
+        assert!(store.stale_tasks(cutoff, Utc::now(), 10).await.unwrap().is_empty());
+        assert!(store.stale_tasks(requeued_at - TimeDelta::milliseconds(1), Utc::now(), 10).await.unwrap().is_empty());
+        // Once the grace period has passed the re-enqueue, both are due again.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let later = Utc::now();
+        assert_eq!(
+            task_ids(&store.stale_tasks(later, later, 10).await.unwrap()),
+            vec![queued.id.clone(), lapsed.id.clone()]
+        );
+        // A new claim that lapses again is reported at once, whatever the grace period.
+        claim(&store, &lapsed.id, "w2", Duration::ZERO).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(task_ids(&store.stale_tasks(cutoff, Utc::now(), 10).await.unwrap()), vec![lapsed.id]);
+    }
+
     /// `list_tasks` lists the project's tasks newest first; the `before` cursor pages through them
     /// without duplicates; status and creation-time filters apply; unknown cursors are `NotFound`.
     async fn list_tasks_pages_newest_first(store: Store) {
@@ -1344,6 +1377,7 @@ mod tasks {
         request_cancel_depends_on_the_state,
         expiry_sweep,
         stale_tasks_finds_lost_work,
+        requeued_tasks_are_not_resent_every_round,
         list_tasks_pages_newest_first,
     );
 }

@@ -5,7 +5,8 @@
 //!   list multipart uploads, so we never rely on listing).
 //! - **Reconciler**: the database row is the truth and the queue message only a hint. A `pending` task
 //!   older than the grace period, or a `processing` task whose lease lapsed, is enqueued again; the
-//!   compare-and-set claim makes duplicate deliveries harmless.
+//!   compare-and-set claim makes duplicate deliveries harmless. Re-enqueues are recorded on the row,
+//!   so a task waiting behind a backlog is re-sent at most once per grace period.
 //! - **Queue trim**: apalis never trims its finished-job records; we bound them.
 //! - **Search cursors**: remembered page starts of user searches older than
 //!   [`SEARCH_CURSOR_TTL`] are forgotten.
@@ -90,6 +91,9 @@ pub async fn run_round(worker: &ExportWorker, queue: &Queue, settings: &Maintena
                 match queue.enqueue(&task.id).await {
                     Ok(()) => {
                         report.requeued += 1;
+                        if let Err(e) = worker.store.mark_requeued(&task.id, now).await {
+                            tracing::warn!(task_id = %task.id, error = %e, "could not record a re-enqueue");
+                        }
                         tracing::info!(task_id = %task.id, status = %task.status, "re-enqueued a stale task");
                     }
                     Err(e) => tracing::warn!(task_id = %task.id, error = %e, "could not re-enqueue a stale task"),

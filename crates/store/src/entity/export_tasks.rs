@@ -33,6 +33,7 @@ pub struct Model {
     pub finished_at: Option<DateTimeUtc>,
     pub expires_at: Option<DateTimeUtc>,
     pub updated_at: DateTimeUtc,
+    pub requeued_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

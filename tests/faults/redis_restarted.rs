@@ -1,0 +1,56 @@
+//! Redis restarted empty (killed with SIGKILL, no persistence) while one export streams, one waits
+//! in the queue, and another is created while Redis is down. The worker and the API reconnect; the
+//! reconciler re-enqueues what the queue lost; every task completes and the queue drains.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::{Fault, RedisServer, SERIAL};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_restarted_mid_run_every_task_completes() {
+    let _serial = SERIAL.lock().await;
+    // Declared before the scenario so it outlives it (the scenario's cleanup talks to it).
+    let Some(mut redis) = RedisServer::start() else { return };
+    let url = redis.url();
+    let extra = [("USEREXPORT_REDIS_URL", url.as_str()), ("USEREXPORT_PENDING_GRACE", "3s")];
+    let Some(f) = Fault::start("redis_restarted", &extra).await else { return };
+    let expected = f.seed(16, 100_000).await;
+    let mut a = f.worker("worker-a", 1);
+
+    let t0 = Instant::now();
+    let t1 = f.create_csv_export().await;
+    f.wait_row(&t1, Duration::from_secs(120), "T1 streaming", |r| r.status == "processing" && r.upload_id.is_some())
+        .await;
+    let t2 = f.create_csv_export().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(f.row(&t2).await.status, "pending");
+
+    redis.kill9();
+    let down = Instant::now();
+    eprintln!("[redis_restarted] Redis killed (T1 streaming, T2 queued)");
+    let t_down = f.create_csv_export().await;
+    f.note("create while Redis is down answered", down);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    redis.restart();
+    f.note("Redis back, empty", down);
+
+    for t in [&t1, &t2, &t_down] {
+        let done = f.wait_completed(t, Duration::from_secs(300)).await;
+        f.note(&format!("Redis killed → {t} completed"), down);
+        if t == &t1 {
+            f.check_csv_file(&done, &expected).await;
+        } else {
+            assert_eq!(done["rows_written"], expected.len() as u64, "{done}");
+        }
+    }
+    let t3 = f.create_csv_export().await;
+    let t = Instant::now();
+    f.wait_completed(&t3, Duration::from_secs(300)).await;
+    f.note("T3 (created after the restart) completed", t);
+
+    let unfinished = f.sql_i64("SELECT COUNT(*) FROM export_tasks WHERE status IN ('pending', 'processing')").await;
+    assert_eq!(unfinished, vec![0]);
+    f.wait_queue_drained(Duration::from_secs(30)).await;
+    assert!(a.alive(), "worker A died with Redis:\n{}", a.log());
+    f.note("total", t0);
+}
