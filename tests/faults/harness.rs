@@ -515,6 +515,10 @@ impl Drop for Proc {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        // Set USEREXPORT_TEST_FAULT_LOGS=1 to see every worker's log, also when the scenario passes.
+        if std::env::var("USEREXPORT_TEST_FAULT_LOGS").is_ok_and(|v| v == "1") {
+            eprintln!("----- log of {} -----\n{}", self.label, self.log());
+        }
     }
 }
 

@@ -13,7 +13,7 @@
 //! Delivery is **at least once**. A job can run more than once:
 //!
 //! - a worker that dies mid-job leaves the job leased; once its heartbeats stop for the orphan
-//!   timeout (`heartbeat × 4`, 2 min by default) another live worker re-enqueues and re-runs it;
+//!   timeout (`heartbeat × 4`, 20 s by default) another live worker re-enqueues and re-runs it;
 //! - a job cut off by the shutdown drain, or by the per-job timeout, runs again;
 //! - a [`JobOutcome::Retry`] is retried in process a few times (with a short backoff), then the
 //!   backend re-schedules it (Redis: after `attempt` seconds, up to 25 attempts; SQLite: up to the

@@ -12,7 +12,11 @@ use userexport_domain::TaskId;
 use crate::{ExportJob, QueueConfig, QueueError, config::redact_url};
 
 /// Default heartbeat interval; leases are renewed on every heartbeat.
-pub(crate) const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
+///
+/// Also the longest an idle apalis worker can miss a new job: the fault suite saw an idle worker
+/// pick up a re-enqueued job only at its next heartbeat (30 s at the former default) although it
+/// polls every 200 ms, so the beat is short. A beat is one small script call.
+pub(crate) const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
 /// Missed heartbeats before a worker's jobs count as orphaned (orphan timeout = heartbeat × 4).
 pub(crate) const MISSED_HEARTBEATS: usize = 4;
 /// Bound on connecting and on one housekeeping round trip.

@@ -447,7 +447,8 @@ impl<'a> Row<'a> {
     }
 
     fn utf8(&self, i: usize, b: &'a [u8]) -> Result<&'a str, StoreError> {
-        std::str::from_utf8(b).map_err(|e| self.corrupt(i, &e.to_string()))
+        // The SIMD check is the fast path; std's says where the bytes went wrong.
+        simdutf8::basic::from_utf8(b).or_else(|_| std::str::from_utf8(b)).map_err(|e| self.corrupt(i, &e.to_string()))
     }
 
     fn text(&self, i: usize) -> Result<&'a str, StoreError> {
