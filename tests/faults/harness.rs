@@ -297,6 +297,34 @@ impl Fault {
         (id, before)
     }
 
+    /// Waits until every task in `tasks` is completed, noting each time since the fault (`since`,
+    /// described by `fault`). The first task's file is checked user by user against `expected`, the
+    /// others' row counts.
+    pub async fn wait_all_completed(&self, tasks: &[&String], expected: &[String], fault: &str, since: Instant) {
+        for (i, t) in tasks.iter().enumerate() {
+            let done = self.wait_completed(t, Duration::from_secs(300)).await;
+            self.note(&format!("{fault} → {t} completed"), since);
+            if i == 0 {
+                self.check_csv_file(&done, expected).await;
+            } else {
+                assert_eq!(done["rows_written"], expected.len() as u64, "{done}");
+            }
+        }
+    }
+
+    /// After a fault: an export created now completes (noted as `what`), no task is left
+    /// `pending` or `processing`, and the queue drains.
+    pub async fn check_recovered(&self, what: &str) {
+        let id = self.create_csv_export().await;
+        let t = Instant::now();
+        self.wait_completed(&id, Duration::from_secs(300)).await;
+        self.note(what, t);
+        let unfinished =
+            self.sql_i64("SELECT COUNT(*) FROM export_tasks WHERE status IN ('pending', 'processing')").await;
+        assert_eq!(unfinished, vec![0], "tasks left unfinished");
+        self.wait_queue_drained(Duration::from_secs(30)).await;
+    }
+
     /// Waits until the queue holds no job; panics after `timeout`.
     pub async fn wait_queue_drained(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;

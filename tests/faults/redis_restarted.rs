@@ -34,23 +34,8 @@ async fn redis_restarted_mid_run_every_task_completes() {
     redis.restart();
     f.note("Redis back, empty", down);
 
-    for t in [&t1, &t2, &t_down] {
-        let done = f.wait_completed(t, Duration::from_secs(300)).await;
-        f.note(&format!("Redis killed → {t} completed"), down);
-        if t == &t1 {
-            f.check_csv_file(&done, &expected).await;
-        } else {
-            assert_eq!(done["rows_written"], expected.len() as u64, "{done}");
-        }
-    }
-    let t3 = f.create_csv_export().await;
-    let t = Instant::now();
-    f.wait_completed(&t3, Duration::from_secs(300)).await;
-    f.note("T3 (created after the restart) completed", t);
-
-    let unfinished = f.sql_i64("SELECT COUNT(*) FROM export_tasks WHERE status IN ('pending', 'processing')").await;
-    assert_eq!(unfinished, vec![0]);
-    f.wait_queue_drained(Duration::from_secs(30)).await;
+    f.wait_all_completed(&[&t1, &t2, &t_down], &expected, "Redis killed", down).await;
+    f.check_recovered("T3 (created after the restart) completed").await;
     assert!(a.alive(), "worker A died with Redis:\n{}", a.log());
     f.note("total", t0);
 }
