@@ -1,5 +1,5 @@
-//! The native API's task lifecycle in both modes: idempotent creates, cancelling, and the list
-//! endpoint's keyset pages and filters.
+//! The native API's task lifecycle in both modes: idempotent creates, cancelling, the list
+//! endpoint's keyset pages and filters, and retention across the three views.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -136,3 +136,66 @@ async fn listing(app: &TestApp) {
 }
 
 in_both_modes!(idempotent_creates, cancelling, listing);
+
+/// Retention, with a 5 s value: once a finished export is past it, the sweeper deletes the file,
+/// the download URL stops working, the native and Auth0 views say `expired`, and the Authgear view
+/// answers `TaskExpired`.
+async fn retention(app: &TestApp) {
+    app.seed(5, 200).await;
+    let native: Value = app.post("/v1/exports", &json!({"format": "csv"})).await.json().await.unwrap();
+    let auth0: Value = app
+        .post("/api/v2/jobs/users-exports", &json!({"format": "json", "fields": [{"name": "email"}]}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let authgear: Value =
+        app.post("/_api/admin/users/export", &json!({"format": "ndjson"})).await.json().await.unwrap();
+    let native_id = native["id"].as_str().expect("id").to_owned();
+    let auth0_id = auth0["id"].as_str().expect("job id").to_owned();
+    let authgear_id = authgear["result"]["id"].as_str().expect("task id").to_owned();
+
+    let done = finished(app, &native_id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let url = done["download_url"].as_str().expect("download_url").to_owned();
+    assert_eq!(app.download(&url).await.0, 200, "fresh URL");
+    let job = app.poll_until(&format!("/api/v2/jobs/{auth0_id}"), WAIT, |b| b["status"] == "completed").await;
+    assert!(job["location"].is_string(), "{job}");
+
+    let expired = app.poll_until(&format!("/v1/exports/{native_id}"), WAIT, |b| b["status"] == "expired").await;
+    assert!(expired["download_url"].is_null(), "{expired}");
+    assert_ne!(app.download(&url).await.0, 200, "the URL still serves the file after retention");
+    let job = app.poll_until(&format!("/api/v2/jobs/{auth0_id}"), WAIT, |b| b["status"] == "expired").await;
+    assert!(job["location"].is_null(), "{job}");
+    app.poll_until(&format!("/v1/exports/{}", authgear_id), WAIT, |b| b["status"] == "expired").await;
+    let resp = app.get(&format!("/_api/admin/users/export/{authgear_id}")).await;
+    assert_eq!(resp.status(), 404);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["reason"], "TaskExpired", "{body}");
+    let left = app.components.storage.list("exports/").await.expect("list objects");
+    assert!(left.is_empty(), "files left after retention: {left:?}");
+}
+
+mod retention {
+    use crate::helpers::{Mode, spawn_app_with};
+
+    const SHORT: [(&str, &str); 3] =
+        [("USEREXPORT_RETENTION", "5s"), ("USEREXPORT_DOWNLOAD_URL_TTL", "5s"), ("USEREXPORT_SWEEP_INTERVAL", "500ms")];
+
+    async fn run(mode: Mode) {
+        let extra: Vec<(&str, String)> = SHORT.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+        let Some(app) = spawn_app_with(mode, &extra).await else { return };
+        super::retention(&app).await;
+        app.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn embedded() {
+        run(Mode::Embedded).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn production() {
+        run(Mode::Production).await;
+    }
+}
