@@ -8,6 +8,7 @@
 //! - `killed_before_status`: SIGKILL after the upload completed, before the status write landed.
 //! - `concurrent_writes`: users inserted, renamed and deleted while an export streams.
 //! - `redis_restarted`: the queue's Redis killed and started again empty mid-run.
+//! - `stale_upload_swept`: an upload left open by a task that failed for good, aborted at expiry.
 //! - `load`: 1,000 concurrent creates, all completed by two workers, queue drained and trimmed.
 //!
 //! Without the services they skip (printing a line) unless `USEREXPORT_TEST_REQUIRE_SERVICES=1`.
@@ -31,5 +32,7 @@ mod postgres_killed;
 mod queue_lost;
 #[path = "faults/redis_restarted.rs"]
 mod redis_restarted;
+#[path = "faults/stale_upload_swept.rs"]
+mod stale_upload_swept;
 #[path = "faults/worker_killed.rs"]
 mod worker_killed;
