@@ -77,6 +77,9 @@ async fn cancelling(app: &TestApp) {
     assert_eq!(done["status"], "cancelled", "{done}");
     assert!(done["download_url"].is_null(), "{done}");
     assert!((done["rows_written"].as_u64().unwrap()) < 30_000, "{done}");
+    // No file was completed for it (the upload is aborted, not completed).
+    let objects = app.components.storage.list("").await.expect("list objects");
+    assert!(!objects.iter().any(|k| k.contains(&id)), "{objects:?}");
 
     let small: Value = app
         .post("/v1/exports", &json!({"format": "csv", "filters": {"user_ids": ["Unobody"]}}))
