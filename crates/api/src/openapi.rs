@@ -669,23 +669,26 @@ pub mod schemas {
         pub formula_guard: Option<bool>,
     }
 
-    /// Native task status.
-    #[derive(Serialize, ToSchema)]
-    #[serde(rename_all = "lowercase")]
-    pub enum NativeTaskStatus {
-        /// Waiting for a worker.
-        Pending,
-        /// Being exported.
-        Processing,
-        /// The file is ready.
-        Completed,
-        /// The export failed (see `error`).
-        Failed,
-        /// Cancelled on request.
-        Cancelled,
-        /// Past retention; the file is deleted.
-        Expired,
+    /// Native task status: the domain's [`TaskStatus`](userexport_domain::TaskStatus) names, taken
+    /// from [`TaskStatus::ALL`](userexport_domain::TaskStatus::ALL) so the document cannot drift
+    /// from the model.
+    #[derive(Serialize)]
+    pub struct NativeTaskStatus;
+
+    impl utoipa::PartialSchema for NativeTaskStatus {
+        fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+            utoipa::openapi::schema::ObjectBuilder::new()
+                .schema_type(utoipa::openapi::schema::Type::String)
+                .description(Some(
+                    "pending (waiting for a worker), processing, completed (the file is ready), failed \
+                     (see `error`), cancelled, expired (past retention; the file is deleted)",
+                ))
+                .enum_values(Some(userexport_domain::TaskStatus::ALL.map(|s| s.as_str())))
+                .into()
+        }
     }
+
+    impl ToSchema for NativeTaskStatus {}
 
     /// A field of a native task, with its resolved name.
     #[derive(Serialize, ToSchema)]
@@ -1277,6 +1280,14 @@ mod tests {
 
     fn registered() -> BTreeSet<(String, String)> {
         crate::route_table().iter().map(|r| (r.method.to_string(), r.openapi_path())).collect()
+    }
+
+    #[test]
+    fn native_task_status_lists_the_domain_statuses() {
+        let spec = spec();
+        let status = &spec["components"]["schemas"]["NativeTaskStatus"];
+        let names: Vec<&str> = userexport_domain::TaskStatus::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(status["enum"], serde_json::json!(names), "{status}");
     }
 
     #[test]
