@@ -5,15 +5,18 @@
 //! 1. creates a throwaway database `userexport_bench_<random>` (dropped at the end, also on errors
 //!    and Ctrl-C), migrates it, creates a project and seeds `--users` deterministic fake users
 //!    ([`fake::user`], through [`commands::seed_users`]);
-//! 2. times two **anchors**: `COPY … TO STDOUT` of the columns the export reads, in CSV and as
-//!    `row_to_json` lines, written to a local temp file — the floor an export could reach;
-//! 3. times three full **exports** through the production path: a `userexport worker` child process,
-//!    the task row inserted and enqueued as the API does ([`service::new_task`], Redis queue), S3
-//!    upload; wall time from enqueue to `completed`. Each export is checked: `rows_written` equals the
-//!    number of non-test users and the stored object's size equals `bytes_written`;
-//! 4. reads the worker's peak RSS (`VmHWM`) per export (reset through `/proc/<pid>/clear_refs`
+//! 2. after one unreported warm-up export, measures `--runs` rounds (default 3) of:
+//!    - two **anchors**: `COPY … TO STDOUT` of the columns the export reads, in CSV and as
+//!      `row_to_json` lines, written to a local temp file — the floor an export could reach;
+//!    - three full **exports** through the production path: a `userexport worker` child process,
+//!      the task row inserted and enqueued as the API does ([`service::new_task`], Redis queue), S3
+//!      upload; wall time from enqueue to `completed`. Each export is checked (`rows_written` equals
+//!      the number of non-test users, the stored object's size equals `bytes_written`) and deleted;
+//! 3. reads the worker's peak RSS (`VmHWM`) per export (reset through `/proc/<pid>/clear_refs`
 //!    before each one where the kernel allows it) and once more before stopping the worker;
-//! 5. prints a table, or one JSON object with `--json`. Progress goes to stderr.
+//! 4. prints a table, or one JSON object with `--json`: seconds are medians over the rounds, a
+//!    case's ratio is the median of its per-round ratios to the same round's anchor (with the range),
+//!    because a shared 2-core box varies ±20 % from run to run. Progress goes to stderr.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -53,7 +56,7 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// How long the worker may take to exit after SIGTERM before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// One timed `COPY` anchor.
+/// One timed `COPY` anchor, over every round.
 #[derive(Debug, Clone, Serialize)]
 pub struct AnchorResult {
     /// `copy_csv` or `copy_ndjson`.
@@ -64,15 +67,17 @@ pub struct AnchorResult {
     pub rows: u64,
     /// Bytes written to the temp file.
     pub bytes: u64,
-    /// Wall time of the `COPY`, including writing the file.
+    /// Median wall time of the `COPY` over the rounds, including writing the file.
     pub seconds: f64,
+    /// The wall time of each round, in round order.
+    pub samples: Vec<f64>,
     /// `rows / seconds`.
     pub users_per_second: f64,
     /// Always 1: an anchor is its own reference.
     pub ratio: f64,
 }
 
-/// One timed export through the worker process.
+/// One timed export through the worker process, over every round.
 #[derive(Debug, Clone, Serialize)]
 pub struct CaseResult {
     /// `csv_41_fields`, `csv_5_fields` or `ndjson_full`.
@@ -85,16 +90,23 @@ pub struct CaseResult {
     pub rows: u64,
     /// `bytes_written` of the completed task (checked against the stored object).
     pub bytes: u64,
-    /// Wall time from enqueue to `completed`.
+    /// Median wall time from enqueue to `completed` over the rounds.
     pub seconds: f64,
+    /// The wall time of each round, in round order.
+    pub samples: Vec<f64>,
     /// `rows / seconds`.
     pub users_per_second: f64,
     /// The anchor this case is compared with.
     pub anchor: String,
-    /// `seconds / anchor seconds`: how many times slower than `COPY` the export is.
+    /// How many times slower than `COPY` the export is: the median over the rounds of
+    /// `seconds / anchor seconds` of the same round.
     pub ratio: f64,
-    /// Peak resident set size of the worker process during this export, in MiB (`None` where
-    /// `/proc` is unavailable).
+    /// The smallest per-round ratio.
+    pub ratio_min: f64,
+    /// The largest per-round ratio.
+    pub ratio_max: f64,
+    /// Peak resident set size of the worker process during this export (the largest over the
+    /// rounds), in MiB (`None` where `/proc` is unavailable).
     pub worker_peak_rss_mib: Option<f64>,
 }
 
@@ -105,6 +117,8 @@ pub struct BenchReport {
     pub users: u64,
     /// Population seed.
     pub seed: u64,
+    /// Rounds measured (`--runs`).
+    pub runs: u32,
     /// Non-test users: the rows every anchor and export must produce.
     pub expected_rows: u64,
     /// Name of the throwaway database (already dropped when the report is printed).
@@ -120,6 +134,71 @@ pub struct BenchReport {
     pub rss_reset_per_case: bool,
     /// Peak RSS of the worker over its whole life, read right before stopping it, in MiB.
     pub worker_peak_rss_mib: Option<f64>,
+}
+
+/// One measurement of an anchor or an export.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    rows: u64,
+    bytes: u64,
+    seconds: f64,
+    /// The worker's peak RSS during the run (exports only).
+    rss_mib: Option<f64>,
+}
+
+/// The median of `v` (the mean of the middle two for an even count); 0 for none.
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+impl AnchorResult {
+    /// Summarizes the rounds of one anchor (`runs` is not empty).
+    fn from_runs(case: &str, format: ExportFormat, runs: &[Run]) -> Self {
+        let samples: Vec<f64> = runs.iter().map(|r| r.seconds).collect();
+        let seconds = median(&samples);
+        let (rows, bytes) = runs.last().map_or((0, 0), |r| (r.rows, r.bytes));
+        Self {
+            case: case.to_owned(),
+            format,
+            rows,
+            bytes,
+            seconds,
+            samples,
+            users_per_second: per_second(rows, seconds),
+            ratio: 1.0,
+        }
+    }
+}
+
+impl CaseResult {
+    /// Summarizes the rounds of one export against its anchor's rounds (same length, same order).
+    fn from_runs(case: &str, spec: &ExportSpec, runs: &[Run], anchor: &AnchorResult) -> Self {
+        let samples: Vec<f64> = runs.iter().map(|r| r.seconds).collect();
+        let ratios: Vec<f64> = samples.iter().zip(&anchor.samples).map(|(s, a)| s / a.max(1e-9)).collect();
+        let seconds = median(&samples);
+        let (rows, bytes) = runs.last().map_or((0, 0), |r| (r.rows, r.bytes));
+        Self {
+            case: case.to_owned(),
+            format: spec.format(),
+            fields: spec.fields().len(),
+            rows,
+            bytes,
+            seconds,
+            users_per_second: per_second(rows, seconds),
+            anchor: anchor.case.clone(),
+            ratio: median(&ratios),
+            ratio_min: ratios.iter().copied().fold(f64::INFINITY, f64::min),
+            ratio_max: ratios.iter().copied().fold(0.0, f64::max),
+            samples,
+            worker_peak_rss_mib: runs.iter().filter_map(|r| r.rss_mib).reduce(f64::max),
+        }
+    }
 }
 
 /// Runs the benchmark with `settings` (which must name Postgres, Redis and S3) and prints the report.
@@ -217,30 +296,17 @@ async fn run_in(settings: &Settings, args: &BenchArgs, db_name: &str, scratch: &
         "bench: seeded {} users ({} test users) in {seed_seconds:.1}s; exports must hold {expected_rows} rows",
         seeded.inserted, seeded.test_users
     );
-    analyze(&c.store).await?;
+    settle(&c.store).await?;
 
     std::fs::create_dir_all(scratch).with_context(|| format!("cannot create {}", scratch.display()))?;
-    let anchors = vec![
-        copy_anchor(&c.store, &project.id, ExportFormat::Csv, &scratch.join("copy.csv")).await?,
-        copy_anchor(&c.store, &project.id, ExportFormat::Ndjson, &scratch.join("copy.ndjson")).await?,
-    ];
-    for a in &anchors {
-        check_rows(&a.case, a.rows, expected_rows)?;
-    }
-
-    let mut keys = Vec::new();
-    let cases = run_cases(&c, &project.id, &mut worker, &anchors, expected_rows, &mut keys).await;
+    let measured = measure(&c, &project.id, &mut worker, args.runs, expected_rows, scratch).await;
     let stopped = worker.stop().await;
-    for key in &keys {
-        if let Err(e) = c.storage.delete(key).await {
-            eprintln!("bench: warning: cannot delete {key}: {e}");
-        }
-    }
-    let (cases, rss_reset_per_case) = cases?;
+    let (anchors, cases, rss_reset_per_case) = measured?;
     let worker_peak_rss_mib = stopped?;
     Ok(BenchReport {
         users: seeded.inserted,
         seed: args.seed,
+        runs: args.runs,
         expected_rows,
         database: db_name.to_owned(),
         seed_seconds,
@@ -251,9 +317,17 @@ async fn run_in(settings: &Settings, args: &BenchArgs, db_name: &str, scratch: &
     })
 }
 
-/// Fresh planner statistics after the bulk load, as a production table would have.
-async fn analyze(store: &Store) -> anyhow::Result<()> {
-    store.connection().execute_unprepared("ANALYZE users").await.context("ANALYZE users")?;
+/// Brings the freshly loaded table into the state a production table is in, so that no measurement
+/// pays for the bulk load: `VACUUM (ANALYZE)` sets the hint bits and the visibility map (else the
+/// first reader of every row writes its page) and refreshes the planner statistics; `CHECKPOINT`
+/// then writes the dirtied pages out before the clock starts (skipped with a warning where the
+/// user may not run it).
+async fn settle(store: &Store) -> anyhow::Result<()> {
+    eprintln!("bench: VACUUM (ANALYZE) users, CHECKPOINT");
+    store.connection().execute_unprepared("VACUUM (ANALYZE) users").await.context("VACUUM (ANALYZE) users")?;
+    if let Err(e) = store.connection().execute_unprepared("CHECKPOINT").await {
+        eprintln!("bench: warning: CHECKPOINT failed ({e}); the first measurements may pay for writing the load");
+    }
     Ok(())
 }
 
@@ -264,82 +338,96 @@ fn check_rows(case: &str, rows: u64, expected: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The three exports: a warm-up first (not reported), then the measured cases. Returns the results
-/// and whether the worker's peak RSS could be reset before each; `keys` collects the objects written.
-async fn run_cases(
-    c: &Components,
-    project: &ProjectId,
-    worker: &mut WorkerProcess,
-    anchors: &[AnchorResult],
-    expected_rows: u64,
-    keys: &mut Vec<String>,
-) -> anyhow::Result<(Vec<CaseResult>, bool)> {
-    let pointer = |p: &str| JsonPointer::parse(p).map_err(|e| anyhow!("{e}"));
-    // Warm-up: proves the worker consumes the queue and warms its pools, so that the first measured
-    // case does not pay for the worker's start-up.
-    let warm = ExportSpec::builder(ExportFormat::Csv).field(pointer("/sub")?, None).limit(1).build()?;
-    let run = run_task(c, project, &warm, worker, "warm-up").await?;
-    keys.push(run.key);
-    check_rows("warm-up", run.rows, expected_rows.min(1))?;
+/// The anchors, then the measured exports.
+fn anchor_formats() -> [(&'static str, ExportFormat); 2] {
+    [("copy_csv", ExportFormat::Csv), ("copy_ndjson", ExportFormat::Ndjson)]
+}
 
+/// The measured exports.
+fn case_specs() -> anyhow::Result<Vec<(&'static str, ExportSpec)>> {
     let mut five = ExportSpec::builder(ExportFormat::Csv);
     for p in FIVE_POINTERS {
-        five = five.field(pointer(p)?, None);
+        five = five.field(JsonPointer::parse(p).map_err(|e| anyhow!("{e}"))?, None);
     }
-    let specs = [
+    Ok(vec![
         ("csv_41_fields", ExportSpec::builder(ExportFormat::Csv).build()?),
         ("csv_5_fields", five.build()?),
         ("ndjson_full", ExportSpec::builder(ExportFormat::Ndjson).build()?),
-    ];
-    let mut results = Vec::new();
+    ])
+}
+
+/// A warm-up export (not reported), then `runs` rounds of: both anchors, the three exports. Returns
+/// the summaries and whether the worker's peak RSS could be reset before each export.
+async fn measure(
+    c: &Components,
+    project: &ProjectId,
+    worker: &mut WorkerProcess,
+    runs: u32,
+    expected_rows: u64,
+    scratch: &Path,
+) -> anyhow::Result<(Vec<AnchorResult>, Vec<CaseResult>, bool)> {
+    // Warm-up: proves the worker consumes the queue and warms its pools, so that the first measured
+    // case does not pay for the worker's start-up.
+    let sub = JsonPointer::parse("/sub").map_err(|e| anyhow!("{e}"))?;
+    let warm = ExportSpec::builder(ExportFormat::Csv).field(sub, None).limit(1).build()?;
+    let run = run_task(c, project, &warm, worker, "warm-up").await?;
+    check_rows("warm-up", run.rows, expected_rows.min(1))?;
+
+    let specs = case_specs()?;
+    let mut anchor_runs: Vec<Vec<Run>> = vec![Vec::new(); anchor_formats().len()];
+    let mut case_runs: Vec<Vec<Run>> = vec![Vec::new(); specs.len()];
     let mut reset_every_time = true;
-    for (name, spec) in specs {
+    for round in 1..=runs {
+        if runs > 1 {
+            eprintln!("bench: round {round} of {runs}");
+        }
+        for ((case, format), runs) in anchor_formats().into_iter().zip(&mut anchor_runs) {
+            let ext = format.extension();
+            let run = copy_anchor(&c.store, project, case, format, &scratch.join(format!("copy.{ext}"))).await?;
+            check_rows(case, run.rows, expected_rows)?;
+            runs.push(run);
+        }
+        for ((name, spec), runs) in specs.iter().zip(&mut case_runs) {
+            reset_every_time &= worker.reset_peak_rss();
+            eprintln!("bench: {name}: exporting through the worker");
+            let mut run = run_task(c, project, spec, worker, name).await?;
+            check_rows(name, run.rows, expected_rows)?;
+            run.rss_mib = worker.peak_rss_mib();
+            eprintln!(
+                "bench: {name}: {} rows, {} bytes in {:.2}s ({:.0} users/s)",
+                run.rows,
+                run.bytes,
+                run.seconds,
+                per_second(run.rows, run.seconds)
+            );
+            runs.push(run);
+        }
+    }
+    let anchors: Vec<AnchorResult> = anchor_formats()
+        .into_iter()
+        .zip(&anchor_runs)
+        .map(|((case, format), runs)| AnchorResult::from_runs(case, format, runs))
+        .collect();
+    let mut cases = Vec::new();
+    for ((name, spec), runs) in specs.iter().zip(&case_runs) {
         let anchor = anchors
             .iter()
             .find(|a| a.format == spec.format())
             .ok_or_else(|| anyhow!("no anchor for {}", spec.format()))?;
-        reset_every_time &= worker.reset_peak_rss();
-        eprintln!("bench: {name}: exporting through the worker");
-        let run = run_task(c, project, &spec, worker, name).await?;
-        keys.push(run.key);
-        check_rows(name, run.rows, expected_rows)?;
-        let r = CaseResult {
-            case: name.to_owned(),
-            format: spec.format(),
-            fields: spec.fields().len(),
-            rows: run.rows,
-            bytes: run.bytes,
-            seconds: run.seconds,
-            users_per_second: per_second(run.rows, run.seconds),
-            anchor: anchor.case.clone(),
-            ratio: run.seconds / anchor.seconds.max(1e-9),
-            worker_peak_rss_mib: worker.peak_rss_mib(),
-        };
-        eprintln!(
-            "bench: {name}: {} rows, {} bytes in {:.2}s ({:.0} users/s, {:.2}× {})",
-            r.rows, r.bytes, r.seconds, r.users_per_second, r.ratio, r.anchor
-        );
-        results.push(r);
+        cases.push(CaseResult::from_runs(name, spec, runs, anchor));
     }
-    Ok((results, reset_every_time))
+    Ok((anchors, cases, reset_every_time))
 }
 
-/// A finished, verified export.
-struct TaskRun {
-    rows: u64,
-    bytes: u64,
-    seconds: f64,
-    key: String,
-}
-
-/// Creates a task as the API does, enqueues it and waits until the worker completes it.
+/// Creates a task as the API does, enqueues it and waits until the worker completes it; checks the
+/// stored object, then deletes it (so that rounds of large exports do not fill the disk).
 async fn run_task(
     c: &Components,
     project: &ProjectId,
     spec: &ExportSpec,
     worker: &mut WorkerProcess,
     name: &str,
-) -> anyhow::Result<TaskRun> {
+) -> anyhow::Result<Run> {
     let new = NewExport {
         dialect: ApiDialect::Native,
         spec: spec.clone(),
@@ -384,26 +472,31 @@ async fn run_task(
     if done.download_url.is_none() {
         bail!("{name}: completed without a download URL");
     }
-    match c.storage.head(&key).await.with_context(|| format!("{name}: HEAD {key}"))? {
+    let head = c.storage.head(&key).await.with_context(|| format!("{name}: HEAD {key}"));
+    if let Err(e) = c.storage.delete(&key).await {
+        eprintln!("bench: warning: cannot delete {key}: {e}");
+    }
+    match head? {
         Some(size) if size == done.bytes_written && size > 0 => {}
         Some(size) => bail!("{name}: the object has {size} bytes, the task says {}", done.bytes_written),
         None => bail!("{name}: the object {key} does not exist"),
     }
-    Ok(TaskRun { rows: done.rows_written, bytes: done.bytes_written, seconds, key })
+    Ok(Run { rows: done.rows_written, bytes: done.bytes_written, seconds, rss_mib: None })
 }
 
 /// Times `COPY (SELECT <the export's columns> …) TO STDOUT` into `path`.
 async fn copy_anchor(
     store: &Store,
     project: &ProjectId,
+    case: &str,
     format: ExportFormat,
     path: &Path,
-) -> anyhow::Result<AnchorResult> {
+) -> anyhow::Result<Run> {
     let project = project.as_str().replace('\'', "''");
     let select = format!("SELECT {USER_COLUMNS} FROM users WHERE project_id = '{project}' AND NOT test ORDER BY seq");
-    let (case, sql) = match format {
-        ExportFormat::Csv => ("copy_csv", format!("COPY ({select}) TO STDOUT WITH (FORMAT csv, HEADER)")),
-        ExportFormat::Ndjson => ("copy_ndjson", format!("COPY (SELECT row_to_json(u) FROM ({select}) u) TO STDOUT")),
+    let sql = match format {
+        ExportFormat::Csv => format!("COPY ({select}) TO STDOUT WITH (FORMAT csv, HEADER)"),
+        ExportFormat::Ndjson => format!("COPY (SELECT row_to_json(u) FROM ({select}) u) TO STDOUT"),
     };
     eprintln!("bench: {case}: streaming COPY into {}", path.display());
     let pool = store.connection().get_postgres_connection_pool();
@@ -427,15 +520,7 @@ async fn copy_anchor(
     let _ = tokio::fs::remove_file(path).await;
     let rows = counter.rows();
     eprintln!("bench: {case}: {rows} rows, {bytes} bytes in {seconds:.2}s");
-    Ok(AnchorResult {
-        case: case.to_owned(),
-        format,
-        rows,
-        bytes,
-        seconds,
-        users_per_second: per_second(rows, seconds),
-        ratio: 1.0,
-    })
+    Ok(Run { rows, bytes, seconds, rss_mib: None })
 }
 
 /// Counts rows of `COPY` output: newlines outside quotes (CSV, minus the header line) or newlines
@@ -625,36 +710,39 @@ pub fn render_table(r: &BenchReport) -> String {
     let rss = |v: Option<f64>| v.map(|m| format!("{m:.1}")).unwrap_or_else(|| "-".into());
     let _ = writeln!(
         s,
-        "{:<14} {:>10} {:>14} {:>9} {:>10} {:>7} {:>14}",
-        "case", "users", "bytes", "seconds", "users/s", "ratio", "worker RSS MiB"
+        "{:<14} {:>10} {:>14} {:>9} {:>10} {:>7} {:>11} {:>14}",
+        "case", "users", "bytes", "seconds", "users/s", "ratio", "ratio range", "worker RSS MiB"
     );
     for a in &r.anchors {
         let _ = writeln!(
             s,
-            "{:<14} {:>10} {:>14} {:>9.2} {:>10.0} {:>7.2} {:>14}",
-            a.case, a.rows, a.bytes, a.seconds, a.users_per_second, a.ratio, "-"
+            "{:<14} {:>10} {:>14} {:>9.2} {:>10.0} {:>7.2} {:>11} {:>14}",
+            a.case, a.rows, a.bytes, a.seconds, a.users_per_second, a.ratio, "-", "-"
         );
     }
     for c in &r.cases {
         let _ = writeln!(
             s,
-            "{:<14} {:>10} {:>14} {:>9.2} {:>10.0} {:>7.2} {:>14}",
+            "{:<14} {:>10} {:>14} {:>9.2} {:>10.0} {:>7.2} {:>11} {:>14}",
             c.case,
             c.rows,
             c.bytes,
             c.seconds,
             c.users_per_second,
             c.ratio,
+            format!("{:.2}–{:.2}", c.ratio_min, c.ratio_max),
             rss(c.worker_peak_rss_mib)
         );
     }
     let _ = writeln!(
         s,
-        "\n{} users seeded (seed {}), {} exported; ratio = seconds ÷ the COPY anchor of the same format; \
-         worker peak RSS over the run: {} MiB{}",
+        "\n{} users seeded (seed {}), {} exported; {} round{}: seconds are medians, ratio = the median of each \
+         round's seconds ÷ the same round's COPY anchor of the same format; worker peak RSS over the run: {} MiB{}",
         r.users,
         r.seed,
         r.expected_rows,
+        r.runs,
+        if r.runs == 1 { "" } else { "s" },
         rss(r.worker_peak_rss_mib),
         if r.rss_reset_per_case { "" } else { " (per-case values are cumulative: VmHWM could not be reset)" }
     );
@@ -674,6 +762,34 @@ mod tests {
         let mut t = RowCounter::new(ExportFormat::Ndjson);
         t.feed(b"{\"a\":\"\\\\n\"}\n{}\n");
         assert_eq!(t.rows(), 2);
+    }
+
+    #[test]
+    fn medians_and_ratios_come_from_rounds() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(median(&[]), 0.0);
+        let run = |seconds| Run { rows: 10, bytes: 100, seconds, rss_mib: Some(seconds) };
+        let anchor = AnchorResult::from_runs("copy_csv", ExportFormat::Csv, &[run(1.0), run(2.0), run(4.0)]);
+        assert_eq!((anchor.seconds, anchor.samples.len(), anchor.users_per_second), (2.0, 3, 5.0));
+        let spec = ExportSpec::builder(ExportFormat::Csv).build().unwrap();
+        // Round ratios 3.0, 1.0, 0.5: each round is compared with its own anchor.
+        let case = CaseResult::from_runs("csv_41_fields", &spec, &[run(3.0), run(2.0), run(2.0)], &anchor);
+        assert_eq!((case.seconds, case.ratio, case.ratio_min, case.ratio_max), (2.0, 1.0, 0.5, 3.0));
+        assert_eq!((case.fields, case.worker_peak_rss_mib), (41, Some(3.0)));
+        let table = render_table(&BenchReport {
+            users: 10,
+            seed: 1,
+            runs: 3,
+            expected_rows: 10,
+            database: "x".into(),
+            seed_seconds: 0.1,
+            anchors: vec![anchor],
+            cases: vec![case],
+            rss_reset_per_case: true,
+            worker_peak_rss_mib: Some(3.0),
+        });
+        assert!(table.contains("0.50–3.00") && table.contains("3 rounds"), "{table}");
     }
 
     #[test]

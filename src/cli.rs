@@ -181,6 +181,10 @@ pub struct BenchArgs {
     /// Population seed of the fake users.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Rounds of measurements (both anchors, then the three exports, per round); the table shows
+    /// medians, so that one noisy run does not decide a ratio.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub runs: u32,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,

@@ -31,7 +31,7 @@ async fn bench_measures_copy_anchors_and_worker_exports() {
     ];
     let out = tokio::task::spawn_blocking(move || {
         Command::new(BIN)
-            .args(["bench", "--users", &USERS.to_string(), "--json"])
+            .args(["bench", "--users", &USERS.to_string(), "--runs", "2", "--json"])
             .env_remove("USEREXPORT_CONFIG")
             .envs(env)
             .output()
@@ -49,6 +49,7 @@ async fn bench_measures_copy_anchors_and_worker_exports() {
     assert!(expected > 0 && expected < USERS, "the population mixes test and real users");
     assert_eq!(report["users"], USERS);
     assert_eq!(report["expected_rows"], expected);
+    assert_eq!(report["runs"], 2);
 
     let names = |key: &str| -> Vec<String> {
         report[key].as_array().unwrap().iter().map(|e| e["case"].as_str().unwrap().to_owned()).collect()
@@ -61,12 +62,22 @@ async fn bench_measures_copy_anchors_and_worker_exports() {
         assert!(entry["bytes"].as_u64().unwrap() > 0, "{entry}");
         assert!(entry["ratio"].as_f64().unwrap() > 0.0, "{entry}");
         assert!(entry["seconds"].as_f64().unwrap() > 0.0, "{entry}");
+        // Both rounds were measured; the reported time is their median (here: their mean).
+        let samples: Vec<f64> = entry["samples"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        assert_eq!(samples.len(), 2, "{entry}");
+        let mean = (samples[0] + samples[1]) / 2.0;
+        assert!((entry["seconds"].as_f64().unwrap() - mean).abs() < 1e-9, "{entry}");
     }
     let cases = report["cases"].as_array().unwrap();
     assert_eq!(cases[0]["fields"], 41);
     assert_eq!(cases[1]["fields"], 5);
     assert_eq!(cases[0]["anchor"], "copy_csv");
     assert_eq!(cases[2]["anchor"], "copy_ndjson");
+    for case in cases {
+        let (lo, mid, hi) =
+            (case["ratio_min"].as_f64().unwrap(), case["ratio"].as_f64().unwrap(), case["ratio_max"].as_f64().unwrap());
+        assert!(lo <= mid && mid <= hi, "{case}");
+    }
     // Narrower rows make a smaller file from the same users.
     assert!(cases[1]["bytes"].as_u64().unwrap() < cases[0]["bytes"].as_u64().unwrap());
     if cfg!(target_os = "linux") {
