@@ -61,12 +61,26 @@ macro_rules! prefixed_id {
 
             /// Parses an id, checking prefix, length and alphabet.
             pub fn parse(s: &str) -> Result<Self, IdError> {
+                Self::check(s)?;
+                Ok(Self(s.to_owned()))
+            }
+
+            /// Like [`parse`](Self::parse), storing the id in `self` (reusing its buffer) instead of a
+            /// new value; `self` is unchanged on error.
+            pub fn parse_into(&mut self, s: &str) -> Result<(), IdError> {
+                Self::check(s)?;
+                self.0.clear();
+                self.0.push_str(s);
+                Ok(())
+            }
+
+            fn check(s: &str) -> Result<(), IdError> {
                 const ALLOWED: [bool; 256] = byte_table($alpha);
                 let ok = s.len() == $prefix.len() + $len
                     && s.starts_with($prefix)
                     && s[$prefix.len()..].bytes().all(|b| ALLOWED[usize::from(b)]);
                 if ok {
-                    Ok(Self(s.to_owned()))
+                    Ok(())
                 } else {
                     Err(IdError { kind: $kind, value: s.chars().take(80).collect(), expected: $expected })
                 }
@@ -233,6 +247,12 @@ mod tests {
         let e = ProjectId::parse("Pshort").unwrap_err();
         assert!(e.to_string().contains("27 letters"));
         assert!(UserId::parse("").is_err());
+        let mut id = UserId::generate();
+        let other = UserId::generate();
+        id.parse_into(other.as_str()).unwrap();
+        assert_eq!(id, other);
+        assert!(id.parse_into("nope").is_err());
+        assert_eq!(id, other, "unchanged on error");
         assert!(TaskId::parse("job_coRQCC3MHztpuTlo").is_err());
         assert!(JobAlias::parse("job_coRQCC3MHztpuTlo").is_ok());
         assert!(JobAlias::parse("job_coRQCC3MHztpuTl!").is_err());

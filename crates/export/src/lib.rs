@@ -128,8 +128,6 @@ pub struct ExportEncoder {
     pending: Vec<u8>,
     /// The record being encoded (gzip only: plain output is encoded in place).
     line: Vec<u8>,
-    /// An HTML-escaped JSON cell before CSV quoting.
-    cell: Vec<u8>,
     rows: u64,
 }
 
@@ -199,7 +197,6 @@ impl ExportEncoder {
             sink,
             pending,
             line: Vec::new(),
-            cell: Vec::new(),
             rows: 0,
         }
     }
@@ -225,7 +222,7 @@ impl ExportEncoder {
     /// Encodes one user as the next row / line.
     pub fn push(&mut self, user: &User) -> Result<(), EncodeError> {
         self.flush_pending()?;
-        let Self { format, view, columns, csv, html_escape, direct, sink, line, cell, .. } = self;
+        let Self { format, view, columns, csv, html_escape, direct, sink, line, .. } = self;
         let gzip = matches!(sink, Sink::Gzip(_));
         let out = match sink {
             Sink::Plain(out) => out,
@@ -238,14 +235,14 @@ impl ExportEncoder {
         let encoded = if *direct {
             let get = |c: &Column| user.authgear_get(&c.authgear);
             match format {
-                ExportFormat::Csv => encode_csv(out, columns, *csv, cell, get),
+                ExportFormat::Csv => encode_csv(out, columns, *csv, get),
                 ExportFormat::Ndjson => encode_ndjson(out, columns, *html_escape, ViewValue::Record(user), get),
             }
         } else {
             let doc = user.view(*view);
             let get = |c: &Column| c.pointer.resolve(&doc).map_or(ViewValue::Missing, ViewValue::Json);
             match format {
-                ExportFormat::Csv => encode_csv(out, columns, *csv, cell, get),
+                ExportFormat::Csv => encode_csv(out, columns, *csv, get),
                 ExportFormat::Ndjson => encode_ndjson(out, columns, *html_escape, ViewValue::Json(&doc), get),
             }
         };
@@ -315,7 +312,6 @@ fn encode_csv<'u>(
     out: &mut Vec<u8>,
     columns: &[Column],
     csv: CsvOptions,
-    cell: &mut Vec<u8>,
     get: impl Fn(&Column) -> ViewValue<'u>,
 ) -> Result<(), EncodeError> {
     let start = out.len();
@@ -329,9 +325,9 @@ fn encode_csv<'u>(
             ViewValue::Int(n) => write_int(out, n),
             ViewValue::Str(s) => write_text(out, s, csv),
             ViewValue::Time(t) => with_rfc3339_nano(t, |s| write_text(out, s, csv)),
-            ViewValue::Json(v) => write_value_cell(out, v, csv, cell)?,
-            ViewValue::Owned(v) => write_value_cell(out, &v, csv, cell)?,
-            composite => write_json_cell(out, &composite, csv, cell)?,
+            ViewValue::Json(v) => write_value_cell(out, v, csv)?,
+            ViewValue::Owned(v) => write_value_cell(out, &v, csv)?,
+            composite => write_json_cell(out, &composite, csv)?,
         }
     }
     end_record(out, start, columns.len());
@@ -369,30 +365,66 @@ fn encode_ndjson<'u>(
 }
 
 /// Writes the CSV cell of a JSON value: null → empty, booleans, numbers, strings, else JSON text.
-fn write_value_cell(out: &mut Vec<u8>, v: &Value, csv: CsvOptions, cell: &mut Vec<u8>) -> Result<(), EncodeError> {
+fn write_value_cell(out: &mut Vec<u8>, v: &Value, csv: CsvOptions) -> Result<(), EncodeError> {
     match v {
         Value::Null => {}
         Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
         Value::Number(n) => write_number(out, n),
         Value::String(s) => write_text(out, s, csv),
-        composite => write_json_cell(out, &ViewValue::Json(composite), csv, cell)?,
+        composite => write_json_cell(out, &ViewValue::Json(composite), csv)?,
     }
     Ok(())
 }
 
 /// Writes an array or object as a CSV cell: compact, HTML-escaped JSON, quoted when needed.
-fn write_json_cell(
-    out: &mut Vec<u8>,
-    v: &ViewValue<'_>,
-    csv: CsvOptions,
-    cell: &mut Vec<u8>,
-) -> Result<(), EncodeError> {
-    cell.clear();
-    write_json(cell, v, true)?;
-    // Compact JSON starts with `[` or `{`: never a formula, never leading whitespace.
-    let quote = csv.quote_all || has_special(cell);
-    write_field(out, cell, false, quote);
+///
+/// The JSON is serialized straight into `out` inside quotes, doubling `"` as it goes; the opening
+/// quote is taken out again when the cell turns out not to need quoting (`[]`, `[1]`, `{}`), so
+/// that the cell is written in one pass instead of serialized, scanned and copied.
+fn write_json_cell(out: &mut Vec<u8>, v: &ViewValue<'_>, csv: CsvOptions) -> Result<(), EncodeError> {
+    let start = out.len();
+    out.push(b'"');
+    let mut w = QuoteDoubling { out: &mut *out, special: false };
+    v.write_json(&mut w, HtmlFormatter)?;
+    // Compact JSON starts with `[` or `{`: never a formula, never leading whitespace. It has no raw
+    // CR or LF (they are escaped in strings), so `,` and `"` are what force quoting.
+    if csv.quote_all || w.special {
+        out.push(b'"');
+    } else {
+        out.remove(start);
+    }
     Ok(())
+}
+
+/// Appends to a CSV field being quoted: doubles `"`, and notes whether `,` or `"` occurred.
+struct QuoteDoubling<'a> {
+    out: &'a mut Vec<u8>,
+    special: bool,
+}
+
+impl std::io::Write for QuoteDoubling<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        let mut rest = buf;
+        while let Some(pos) = rest.iter().position(|&b| b == b'"' || b == b',') {
+            self.special = true;
+            self.out.extend_from_slice(&rest[..=pos]);
+            if rest[pos] == b'"' {
+                self.out.push(b'"');
+            }
+            rest = &rest[pos + 1..];
+        }
+        self.out.extend_from_slice(rest);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Writes an integer in decimal.

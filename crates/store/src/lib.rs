@@ -17,6 +17,7 @@ mod entity;
 mod error;
 mod pg_copy;
 mod projects;
+mod reuse;
 mod search;
 mod stream;
 mod tasks;
@@ -36,6 +37,7 @@ use userexport_migrations::{Migrator, MigratorTrait};
 
 pub use error::StoreError;
 pub use search::{SEARCH_CURSOR_TTL, SEARCH_TOTAL_TTL, SearchPage};
+pub use stream::UserPages;
 pub use tasks::{Claim, Completion, Heartbeat, Progress, TaskQuery};
 pub use users::MAX_SCAN_ROWS;
 

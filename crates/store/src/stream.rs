@@ -7,15 +7,24 @@
 //! user is still checked with [`UserFilter::matches`], the reference semantics. SQLite keeps the keyset
 //! pages of [`Store::stream_user_pages`].
 //!
+//! Pages the consumer has finished with come back through [`UserPages::recycle`]; the reader decodes
+//! the next rows into those users' buffers ([`crate::reuse`]), so that a long export allocates
+//! (and frees, on another thread) nothing per user once the first pages went round.
+//!
 //! `COPY` takes no bind parameters, so the filter's values are inlined by sea-query's Postgres
 //! builder, which quotes and escapes string literals (`E'…'` with backslash escapes) itself.
 
 use chrono::{DateTime, Utc};
-use futures_util::StreamExt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use futures_util::stream::BoxStream;
+use futures_util::{Stream, StreamExt};
 use sea_orm::DbErr;
 use sea_orm::sea_query::{Expr, Order, PostgresQueryBuilder, Query};
+use sea_orm::sqlx::postgres::PgConnectOptions;
 use sea_orm::sqlx::{self, Connection as _, PgConnection};
+use tracing::Instrument;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use userexport_domain::user::UserParts;
@@ -23,11 +32,49 @@ use userexport_domain::{ProjectId, User, UserFilter, UserId};
 
 use crate::entity::users;
 use crate::error::from_sqlx;
+use crate::reuse::{AuthenticatorsInto, OptAddressInto, StringsInto, json_into, set_opt_str};
 use crate::users::{sql_condition, sql_exact};
 use crate::{Backend, Store, StoreError};
 
 /// Pages in flight between the reader task and the consumer.
 const PAGES_AHEAD: usize = 2;
+
+/// Pages of users from [`Store::stream_users`], in order. Hand every page you are done with back
+/// with [`recycle`](Self::recycle): the reader then overwrites its users instead of allocating new
+/// ones. Dropping the stream stops the reader.
+pub struct UserPages {
+    pages: BoxStream<'static, Result<Vec<User>, StoreError>>,
+    /// Where consumed pages go back to the reader (None: this backend does not reuse them).
+    recycle: Option<mpsc::Sender<Vec<User>>>,
+}
+
+impl UserPages {
+    /// Pages that are not recycled.
+    fn plain(pages: BoxStream<'static, Result<Vec<User>, StoreError>>) -> Self {
+        Self { pages, recycle: None }
+    }
+
+    /// Gives a consumed page back to the reader (dropped if the reader has enough spare pages).
+    pub fn recycle(&self, page: Vec<User>) {
+        if let Some(tx) = &self.recycle {
+            let _ = tx.try_send(page);
+        }
+    }
+}
+
+impl Stream for UserPages {
+    type Item = Result<Vec<User>, StoreError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.pages.poll_next_unpin(cx)
+    }
+}
+
+impl std::fmt::Debug for UserPages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserPages").field("recycled", &self.recycle.is_some()).finish_non_exhaustive()
+    }
+}
 
 /// The columns decoded into a [`User`], in `COPY` order.
 const COLUMNS: [users::Column; 32] = [
@@ -115,7 +162,11 @@ impl Store {
     /// The caller reads only `parts` of the users: on Postgres the other JSON columns are neither
     /// selected nor parsed and left empty ([`UserParts::project`]), unless the filter needs them.
     ///
-    /// Must be called within a Tokio runtime (the reader is spawned on it).
+    /// On Postgres the reader runs on a thread of its own, with a connection of its own (not one of
+    /// the pool's, which a long export would hold for its whole duration): on the runtime's worker
+    /// threads the reader and the task consuming its pages took turns on one core (a task woken by a
+    /// channel send goes into the waking thread's LIFO slot, which other threads do not steal from).
+    /// SQLite's keyset pages ([`Store::stream_user_pages`]) must be called within a Tokio runtime.
     pub fn stream_users(
         &self,
         project: ProjectId,
@@ -123,62 +174,76 @@ impl Store {
         page_size: u64,
         limit: Option<u64>,
         parts: UserParts,
-    ) -> BoxStream<'static, Result<Vec<User>, StoreError>> {
+    ) -> UserPages {
         if self.backend != Backend::Postgres {
             // SQLite: keyset pages; the consumer stops at the limit.
-            return self.stream_user_pages(project, filter, page_size);
+            return UserPages::plain(self.stream_user_pages(project, filter, page_size));
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            let err = StoreError::Db(DbErr::Custom("stream_users needs a Tokio runtime".into()));
-            return futures_util::stream::iter([Err(err)]).boxed();
-        };
         let (tx, rx) = mpsc::channel(PAGES_AHEAD);
-        let store = self.clone();
+        // Every page in flight, plus the one being consumed, can come back.
+        let (recycle_tx, mut recycled) = mpsc::channel(PAGES_AHEAD + 2);
+        let options = self.db.get_postgres_connection_pool().connect_options();
         let page_size = usize::try_from(page_size.max(1)).unwrap_or(usize::MAX);
-        runtime.spawn(async move {
-            if let Err(e) = store.copy_users(&project, &filter, page_size, limit, parts, &tx).await {
-                let _ = tx.send(Err(e)).await;
-            }
-        });
-        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }).boxed()
+        let span = tracing::Span::current();
+        let reader = move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    let err = StoreError::Db(DbErr::Custom(format!("cannot start the COPY reader's runtime: {e}")));
+                    let _ = tx.blocking_send(Err(err));
+                    return;
+                }
+            };
+            let read = async {
+                let read = copy_users(&options, &project, &filter, page_size, limit, parts, &tx, &mut recycled).await;
+                if let Err(e) = read {
+                    let _ = tx.send(Err(e)).await;
+                }
+            };
+            runtime.block_on(read.instrument(span));
+        };
+        if let Err(e) = std::thread::Builder::new().name("userexport-copy".into()).spawn(reader) {
+            let err = StoreError::Db(DbErr::Custom(format!("cannot start the COPY reader thread: {e}")));
+            return UserPages::plain(futures_util::stream::iter([Err(err)]).boxed());
+        }
+        let pages =
+            futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }).boxed();
+        UserPages { pages, recycle: Some(recycle_tx) }
     }
 
-    /// The Postgres reader of [`Store::stream_users`]: sends pages to `tx` until the end, the limit,
-    /// an error (returned) or the consumer going away.
-    async fn copy_users(
-        &self,
-        project: &ProjectId,
-        filter: &UserFilter,
-        page_size: usize,
-        limit: Option<u64>,
-        parts: UserParts,
-        tx: &mpsc::Sender<Result<Vec<User>, StoreError>>,
-    ) -> Result<(), StoreError> {
-        let parts = parts.union(filter_parts(filter));
-        let sql = copy_statement(project, filter, limit, parts);
-        let mut conn = self.db.get_postgres_connection_pool().acquire().await.map_err(from_sqlx)?;
-        sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .execute(&mut *conn)
-            .await
-            .map_err(from_sqlx)?;
-        let read = read_copy(&mut conn, &sql, filter, parts, page_size, limit.unwrap_or(u64::MAX), tx).await;
-        match read {
-            Ok(true) => {
-                // Read-only: ending it either way is the same.
-                sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await.map_err(from_sqlx)?;
-                Ok(())
-            }
-            other => {
-                // Stopped mid-stream (or failed): the rest of the COPY would have to be read before the
-                // connection could be used again, so close it; the server then aborts the statement.
-                let raw: PgConnection = conn.detach();
-                if let Err(e) = raw.close_hard().await {
-                    tracing::debug!(error = %e, "closing the COPY connection failed");
-                }
-                other.map(|_| ())
-            }
-        }
+}
+
+/// The Postgres reader of [`Store::stream_users`], on its own thread and connection: sends pages to
+/// `tx` until the end, the limit, an error (returned) or the consumer going away, refilling the
+/// pages that come back on `recycled`.
+#[allow(clippy::too_many_arguments)]
+async fn copy_users(
+    options: &PgConnectOptions,
+    project: &ProjectId,
+    filter: &UserFilter,
+    page_size: usize,
+    limit: Option<u64>,
+    parts: UserParts,
+    tx: &mpsc::Sender<Result<Vec<User>, StoreError>>,
+    recycled: &mut mpsc::Receiver<Vec<User>>,
+) -> Result<(), StoreError> {
+    let parts = parts.union(filter_parts(filter));
+    let sql = copy_statement(project, filter, limit, parts);
+    let mut conn = PgConnection::connect_with(options).await.map_err(from_sqlx)?;
+    sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").execute(&mut conn).await.map_err(from_sqlx)?;
+    let pages = Pages { tx, recycled, page_size };
+    let read = read_copy(&mut conn, &sql, filter, parts, limit.unwrap_or(u64::MAX), pages).await;
+    let closed = match &read {
+        // Read-only: ending it either way is the same; closing the connection ends it.
+        Ok(true) => conn.close().await,
+        // Stopped mid-stream (or failed): the rest of the COPY would have to be read before the
+        // connection could say goodbye, so drop it; the server then aborts the statement.
+        _ => conn.close_hard().await,
+    };
+    if let Err(e) = closed {
+        tracing::debug!(error = %e, "closing the COPY connection failed");
     }
+    read.map(|_| ())
 }
 
 /// The parts of a user [`UserFilter::matches`] reads beyond what SQL already checked: none when SQL
@@ -225,6 +290,13 @@ fn copy_statement(project: &ProjectId, filter: &UserFilter, limit: Option<u64>, 
     format!("COPY ({}) TO STDOUT (FORMAT binary)", q.to_string(PostgresQueryBuilder))
 }
 
+/// Where [`read_copy`] sends its pages and gets used ones back.
+struct Pages<'a> {
+    tx: &'a mpsc::Sender<Result<Vec<User>, StoreError>>,
+    recycled: &'a mut mpsc::Receiver<Vec<User>>,
+    page_size: usize,
+}
+
 /// Runs the `COPY` on `conn` and sends the matching users in pages. Ok(true) when the whole stream
 /// was read (the connection is usable again), Ok(false) when it stopped early.
 async fn read_copy(
@@ -232,38 +304,63 @@ async fn read_copy(
     sql: &str,
     filter: &UserFilter,
     parts: UserParts,
-    page_size: usize,
     limit: u64,
-    tx: &mpsc::Sender<Result<Vec<User>, StoreError>>,
+    pages: Pages<'_>,
 ) -> Result<bool, StoreError> {
+    let Pages { tx, recycled, page_size } = pages;
     let mut chunks = conn.copy_out_raw(sql).await.map_err(from_sqlx)?;
-    let mut decoder = Decoder::new(parts);
+    let mut decoder = Decoder::new();
     let mut page = Vec::with_capacity(page_size);
+    // Users of recycled pages, whose buffers the next rows are decoded into.
+    let mut spare: Vec<User> = Vec::new();
     let mut sent = 0u64;
     let mut done = false;
-    while let Some(chunk) = chunks.next().await {
+    // Where the reader's time goes: waiting for Postgres, waiting for the consumer, the rest decoding.
+    let started = std::time::Instant::now();
+    let mut waited_db = std::time::Duration::ZERO;
+    let mut waited_consumer = std::time::Duration::ZERO;
+    let mut messages = 0u64;
+    loop {
+        let asked = std::time::Instant::now();
+        let next = chunks.next().await;
+        waited_db += asked.elapsed();
+        let Some(chunk) = next else { break };
         let chunk = chunk.map_err(from_sqlx)?;
+        messages += 1;
         if done {
             // Only the trailer can follow it.
             continue;
         }
         let mut stop = false;
-        done = decoder.feed(&chunk, |user| {
+        done = decoder.feed(&chunk, |values| {
             if sent + page.len() as u64 >= limit {
                 stop = true;
-                return false;
+                return Ok(false);
             }
+            let mut user = spare.pop().unwrap_or_else(blank_user);
+            decode_into(values, parts, &mut user)?;
             if filter.matches(&user) {
                 page.push(user);
+            } else {
+                spare.push(user);
             }
-            true
+            Ok(true)
         })?;
         if page.len() >= page_size || (stop && !page.is_empty()) {
             sent += page.len() as u64;
-            let full = std::mem::replace(&mut page, Vec::with_capacity(page_size));
+            let next = match recycled.try_recv() {
+                Ok(mut used) => {
+                    spare.append(&mut used);
+                    used
+                }
+                Err(_) => Vec::with_capacity(page_size),
+            };
+            let full = std::mem::replace(&mut page, next);
+            let sending = std::time::Instant::now();
             if tx.send(Ok(full)).await.is_err() {
                 return Ok(false); // the consumer is gone
             }
+            waited_consumer += sending.elapsed();
         }
         if stop || sent >= limit {
             return Ok(false);
@@ -272,6 +369,15 @@ async fn read_copy(
     if !done {
         return Err(StoreError::Corrupt("the COPY stream ended without its trailer".into()));
     }
+    let total = started.elapsed();
+    tracing::info!(
+        messages,
+        seconds = total.as_secs_f64(),
+        waiting_for_db = waited_db.as_secs_f64(),
+        waiting_for_consumer = waited_consumer.as_secs_f64(),
+        decoding = total.saturating_sub(waited_db + waited_consumer).as_secs_f64(),
+        "snapshot read"
+    );
     if !page.is_empty() && tx.send(Ok(page)).await.is_err() {
         return Ok(false);
     }
@@ -280,21 +386,23 @@ async fn read_copy(
 
 /// Incremental decoder of a binary `COPY` stream of [`COLUMNS`].
 struct Decoder {
-    /// The JSON columns that were selected (the others are `NULL` and decode as empty).
-    parts: UserParts,
     /// Bytes of an incomplete tuple (or header) carried over to the next chunk.
     carry: Vec<u8>,
     header_seen: bool,
 }
 
 impl Decoder {
-    fn new(parts: UserParts) -> Self {
-        Self { parts, carry: Vec::new(), header_seen: false }
+    fn new() -> Self {
+        Self { carry: Vec::new(), header_seen: false }
     }
 
-    /// Decodes every complete tuple of `chunk` (after any carried bytes) and hands each user to
-    /// `each`, which returns false to stop. Returns true once the trailer was read.
-    fn feed(&mut self, chunk: &[u8], mut each: impl FnMut(User) -> bool) -> Result<bool, StoreError> {
+    /// Splits every complete tuple of `chunk` (after any carried bytes) into its values and hands
+    /// them to `each`, which returns false to stop. Returns true once the trailer was read.
+    fn feed(
+        &mut self,
+        chunk: &[u8],
+        mut each: impl FnMut(&Values<'_>) -> Result<bool, StoreError>,
+    ) -> Result<bool, StoreError> {
         let owned;
         let data: &[u8] = if self.carry.is_empty() {
             chunk
@@ -329,11 +437,12 @@ impl Decoder {
             }
             let Some((values, len)) = split_tuple(rest) else { break };
             pos += len;
-            if !each(decode_user(&values, self.parts)?) {
+            if !each(&values)? {
                 return Ok(false);
             }
         }
-        self.carry = data[pos..].to_vec();
+        self.carry.clear();
+        self.carry.extend_from_slice(&data[pos..]);
         Ok(false)
     }
 }
@@ -373,43 +482,129 @@ fn split_tuple(data: &[u8]) -> Option<(Values<'_>, usize)> {
     Some((values, pos))
 }
 
-/// One row of [`COLUMNS`] → [`User`]; JSON columns outside `parts` are left empty.
-fn decode_user(v: &Values<'_>, parts: UserParts) -> Result<User, StoreError> {
+/// A placeholder user for [`decode_into`] to overwrite.
+fn blank_user() -> User {
+    User {
+        id: UserId::parse("U0000000000000000000000000000").expect("a valid user id"),
+        login_ids: Vec::new(),
+        username: None,
+        email: None,
+        email_verified: false,
+        phone: None,
+        phone_verified: false,
+        name: None,
+        given_name: None,
+        middle_name: None,
+        family_name: None,
+        nickname: None,
+        picture: None,
+        gender: None,
+        birthdate: None,
+        zoneinfo: None,
+        locale: None,
+        website: None,
+        profile: None,
+        address: None,
+        status: userexport_domain::user::UserStatus::Enabled,
+        test: false,
+        roles: Vec::new(),
+        tenants: Vec::new(),
+        custom_attributes: serde_json::Map::new(),
+        sso_app_ids: Vec::new(),
+        authenticators: Default::default(),
+        created_at: DateTime::UNIX_EPOCH,
+        updated_at: DateTime::UNIX_EPOCH,
+        last_login_at: None,
+        logins_count: 0,
+    }
+}
+
+/// One row of [`COLUMNS`] → `user`, overwriting every field and reusing its buffers; JSON columns
+/// outside `parts` are left empty. On error `user` holds a mix of old and new values.
+fn decode_into(v: &Values<'_>, parts: UserParts, user: &mut User) -> Result<(), StoreError> {
     let seq = int8(v, 0, None)?;
     let row = Row { v, seq, parts };
-    Ok(User {
-        id: UserId::parse(row.text(1)?).map_err(|e| row.corrupt(1, &e.to_string()))?,
-        login_ids: row.json_part(2)?,
-        username: row.opt_text(3)?,
-        email: row.opt_text(4)?,
-        email_verified: row.boolean(5)?,
-        phone: row.opt_text(6)?,
-        phone_verified: row.boolean(7)?,
-        name: row.opt_text(8)?,
-        given_name: row.opt_text(9)?,
-        middle_name: row.opt_text(10)?,
-        family_name: row.opt_text(11)?,
-        nickname: row.opt_text(12)?,
-        picture: row.opt_text(13)?,
-        gender: row.opt_text(14)?,
-        birthdate: row.opt_text(15)?,
-        zoneinfo: row.opt_text(16)?,
-        locale: row.opt_text(17)?,
-        website: row.opt_text(18)?,
-        profile: row.opt_text(19)?,
-        address: if parts.address { row.opt_json(20)? } else { None },
-        status: row.text(21)?.parse().map_err(|e: String| row.corrupt(21, &e))?,
-        test: row.boolean(22)?,
-        roles: row.json_part(23)?,
-        tenants: row.json_part(24)?,
-        custom_attributes: row.json_part(25)?,
-        sso_app_ids: row.json_part(26)?,
-        authenticators: row.json_part(27)?,
-        created_at: row.timestamp(28)?,
-        updated_at: row.timestamp(29)?,
-        last_login_at: row.opt_timestamp(30)?,
-        logins_count: int8(v, 31, Some(seq))?,
-    })
+    // Destructured so that a new `User` field fails to compile here until it is decoded.
+    let User {
+        id,
+        login_ids,
+        username,
+        email,
+        email_verified,
+        phone,
+        phone_verified,
+        name,
+        given_name,
+        middle_name,
+        family_name,
+        nickname,
+        picture,
+        gender,
+        birthdate,
+        zoneinfo,
+        locale,
+        website,
+        profile,
+        address,
+        status,
+        test,
+        roles,
+        tenants,
+        custom_attributes,
+        sso_app_ids,
+        authenticators,
+        created_at,
+        updated_at,
+        last_login_at,
+        logins_count,
+    } = user;
+    id.parse_into(row.text(1)?).map_err(|e| row.corrupt(1, &e.to_string()))?;
+    row.strings_into(2, login_ids)?;
+    row.opt_text_into(3, username)?;
+    row.opt_text_into(4, email)?;
+    *email_verified = row.boolean(5)?;
+    row.opt_text_into(6, phone)?;
+    *phone_verified = row.boolean(7)?;
+    for (i, slot) in [
+        (8, name),
+        (9, given_name),
+        (10, middle_name),
+        (11, family_name),
+        (12, nickname),
+        (13, picture),
+        (14, gender),
+        (15, birthdate),
+        (16, zoneinfo),
+        (17, locale),
+        (18, website),
+        (19, profile),
+    ] {
+        row.opt_text_into(i, slot)?;
+    }
+    if parts.address {
+        match row.opt_bytes(20) {
+            Some(b) => json_into(b, OptAddressInto(address)).map_err(|e| row.corrupt(20, &e.to_string()))?,
+            None => *address = None,
+        }
+    } else {
+        *address = None;
+    }
+    *status = row.text(21)?.parse().map_err(|e: String| row.corrupt(21, &e))?;
+    *test = row.boolean(22)?;
+    row.strings_into(23, roles)?;
+    *tenants = row.json_part(24)?;
+    *custom_attributes = row.json_part(25)?;
+    row.strings_into(26, sso_app_ids)?;
+    if selected(27, parts) {
+        json_into(row.bytes(27)?, AuthenticatorsInto(authenticators)).map_err(|e| row.corrupt(27, &e.to_string()))?;
+    } else {
+        *authenticators = Default::default();
+    }
+    *created_at = row.timestamp(28)?;
+    *updated_at = row.timestamp(29)?;
+    *last_login_at = row.opt_timestamp(30)?;
+    *logins_count = int8(v, 31, Some(seq))?;
+    Ok(())
 }
 
 /// A `bigint` value.
@@ -455,8 +650,21 @@ impl<'a> Row<'a> {
         self.utf8(i, self.bytes(i)?)
     }
 
-    fn opt_text(&self, i: usize) -> Result<Option<String>, StoreError> {
-        self.opt_bytes(i).map(|b| self.utf8(i, b).map(str::to_owned)).transpose()
+    /// A nullable text column into `slot`, reusing its buffer.
+    fn opt_text_into(&self, i: usize, slot: &mut Option<String>) -> Result<(), StoreError> {
+        let s = self.opt_bytes(i).map(|b| self.utf8(i, b)).transpose()?;
+        set_opt_str(slot, s);
+        Ok(())
+    }
+
+    /// A JSON array of strings into `slot`, reusing its strings; emptied when not selected.
+    fn strings_into(&self, i: usize, slot: &mut Vec<String>) -> Result<(), StoreError> {
+        if selected(i, self.parts) {
+            json_into(self.bytes(i)?, StringsInto(slot)).map_err(|e| self.corrupt(i, &e.to_string()))
+        } else {
+            slot.clear();
+            Ok(())
+        }
     }
 
     fn boolean(&self, i: usize) -> Result<bool, StoreError> {
@@ -473,10 +681,6 @@ impl<'a> Row<'a> {
     /// A JSON column, or the empty value when it was not selected.
     fn json_part<T: DeserializeOwned + Default>(&self, i: usize) -> Result<T, StoreError> {
         if selected(i, self.parts) { self.json(i) } else { Ok(T::default()) }
-    }
-
-    fn opt_json<T: DeserializeOwned>(&self, i: usize) -> Result<Option<T>, StoreError> {
-        self.opt_bytes(i).map(|b| serde_json::from_slice(b).map_err(|e| self.corrupt(i, &e.to_string()))).transpose()
     }
 
     fn timestamp(&self, i: usize) -> Result<DateTime<Utc>, StoreError> {
@@ -547,6 +751,56 @@ mod tests {
         tuple(&values)
     }
 
+    /// Decodes every tuple of `data` into a fresh user.
+    fn decode_all(d: &mut Decoder, data: &[u8], users: &mut Vec<User>) -> Result<bool, StoreError> {
+        d.feed(data, |values| {
+            let mut user = blank_user();
+            decode_into(values, UserParts::ALL, &mut user)?;
+            users.push(user);
+            Ok(true)
+        })
+    }
+
+    /// A row decoded into a user that held another row gives the same user as one decoded into a
+    /// blank user: every field is overwritten.
+    #[test]
+    fn decoding_into_a_used_user_overwrites_everything() {
+        let id = userexport_domain::UserId::generate();
+        let full = sample_tuple(1, id.as_str());
+        let mut sparse_values: Vec<Option<&[u8]>> = Vec::new();
+        let seq = 2i64.to_be_bytes();
+        let created = 5i64.to_be_bytes();
+        let other = userexport_domain::UserId::generate();
+        sparse_values.extend([Some(seq.as_slice()), Some(other.as_str().as_bytes()), Some(b"[]".as_slice())]);
+        sparse_values.extend([None, None, Some(&[0][..]), None, Some(&[0][..])]);
+        sparse_values.extend([None; 12]);
+        sparse_values.extend([None, Some(b"disabled".as_slice()), Some(&[1][..]), Some(b"[]")]);
+        sparse_values.extend([Some(b"[]".as_slice()), Some(b"{}"), Some(b"[]"), Some(b"{}")]);
+        sparse_values.extend([Some(created.as_slice()), Some(&created), None, Some(&created)]);
+        let sparse = tuple(&sparse_values);
+        let decode = |tuple: &[u8], into: &mut User| {
+            let (values, _) = split_tuple(tuple).unwrap();
+            decode_into(&values, UserParts::ALL, into).unwrap();
+        };
+        for (first, second) in [(&full, &sparse), (&sparse, &full), (&full, &full)] {
+            let mut want = blank_user();
+            decode(second, &mut want);
+            let mut reused = blank_user();
+            decode(first, &mut reused);
+            decode(second, &mut reused);
+            assert_eq!(reused, want);
+        }
+        // Parts left out are emptied, not kept from the previous row.
+        let mut reused = blank_user();
+        decode(&full, &mut reused);
+        let (values, _) = split_tuple(&full).unwrap();
+        decode_into(&values, UserParts::NONE, &mut reused).unwrap();
+        let mut want = blank_user();
+        decode(&full, &mut want);
+        UserParts::NONE.project(&mut want);
+        assert_eq!(reused, want);
+    }
+
     #[test]
     fn decodes_tuples_split_anywhere() {
         let id = userexport_domain::UserId::generate();
@@ -556,19 +810,11 @@ mod tests {
         stream.extend(sample_tuple(2, id.as_str()));
         stream.extend_from_slice(&(-1i16).to_be_bytes());
         for split in 0..stream.len() {
-            let mut d = Decoder::new(UserParts::ALL);
+            let mut d = Decoder::new();
             let mut users = Vec::new();
-            let first = d.feed(&stream[..split], |u| {
-                users.push(u);
-                true
-            });
+            let first = decode_all(&mut d, &stream[..split], &mut users);
             assert!(!first.unwrap());
-            let done = d
-                .feed(&stream[split..], |u| {
-                    users.push(u);
-                    true
-                })
-                .unwrap();
+            let done = decode_all(&mut d, &stream[split..], &mut users).unwrap();
             assert!(done, "split at {split}");
             assert_eq!(users.len(), 2);
             let u = &users[1];
@@ -588,12 +834,9 @@ mod tests {
         let mut stream = BINARY_SIGNATURE.to_vec();
         stream.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]);
         stream.extend(sample_tuple(5, "not-a-user-id"));
-        let err = Decoder::new(UserParts::ALL).feed(&stream, |_| true).unwrap_err();
+        let err = decode_all(&mut Decoder::new(), &stream, &mut Vec::new()).unwrap_err();
         assert!(matches!(&err, StoreError::Corrupt(m) if m.contains("users.user_id of seq 5")), "{err}");
-        assert!(matches!(
-            Decoder::new(UserParts::ALL).feed(b"PGCOPY\nxxxxxxxxxxxxxxxxx", |_| true),
-            Err(StoreError::Corrupt(_))
-        ));
+        assert!(matches!(Decoder::new().feed(b"PGCOPY\nxxxxxxxxxxxxxxxxx", |_| Ok(true)), Err(StoreError::Corrupt(_))));
     }
 
     #[test]

@@ -327,7 +327,9 @@ impl Store {
         page_size: u64,
     ) -> BoxStream<'static, Result<Vec<User>, StoreError>> {
         if self.backend == Backend::Postgres {
-            return self.stream_users(project, filter, page_size, None, userexport_domain::user::UserParts::ALL);
+            return self
+                .stream_users(project, filter, page_size, None, userexport_domain::user::UserParts::ALL)
+                .boxed();
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             let err = StoreError::Db(DbErr::Custom("stream_user_pages needs a Tokio runtime".into()));

@@ -93,6 +93,8 @@ fn spawn_uploader(mut upload: Box<dyn Upload>) -> (mpsc::Sender<Bytes>, mpsc::Re
     let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL_PARTS);
     let (recycle_tx, recycle_rx) = mpsc::channel::<Vec<u8>>(CHANNEL_PARTS + 2);
     let uploader = async move {
+        let mut busy = Duration::ZERO;
+        let mut parts = 0u32;
         while let Some(part) = rx.recv().await {
             let started = Instant::now();
             let len = part.len();
@@ -104,9 +106,13 @@ fn spawn_uploader(mut upload: Box<dyn Upload>) -> (mpsc::Sender<Bytes>, mpsc::Re
             if let Ok(buf) = keep.try_into_mut() {
                 let _ = recycle_tx.try_send(Vec::from(buf));
             }
-            metrics::histogram!("userexport_upload_part_seconds").record(started.elapsed().as_secs_f64());
+            let took = started.elapsed();
+            busy += took;
+            parts += 1;
+            metrics::histogram!("userexport_upload_part_seconds").record(took.as_secs_f64());
             tracing::debug!(bytes = len, "part uploaded");
         }
+        tracing::info!(parts, uploading = busy.as_secs_f64(), "all parts uploaded");
         (upload, Ok(()))
     }
     // Its log lines belong to the attempt (task_id, attempt).
@@ -165,19 +171,32 @@ async fn encode_into(
     let parts = encoder.user_parts();
     let mut pages = store.stream_users(project.clone(), spec.filter().clone(), cfg.page_size, spec.limit(), parts);
     let mut last_report = Instant::now();
-    'pages: while let Some(page) = pages.next().await {
-        for user in page? {
+    // Where the encoder's time goes: waiting for users, waiting for the uploader, the rest encoding.
+    let started = Instant::now();
+    let mut waited_read = Duration::ZERO;
+    let mut waited_upload = Duration::ZERO;
+    loop {
+        let asked = Instant::now();
+        let next = pages.next().await;
+        waited_read += asked.elapsed();
+        let Some(page) = next else { break };
+        let page = page?;
+        for user in &page {
             if progress.rows >= limit {
-                break 'pages;
+                break;
             }
-            encoder.push(&user)?;
+            encoder.push(user)?;
             progress.rows += 1;
             if encoder.buffered_len() >= cfg.part_size {
                 let part = encoder.take_reusing(recycled.try_recv().unwrap_or_default());
                 progress.bytes += part.len() as u64;
+                let sending = Instant::now();
                 tx.send(Bytes::from(part)).await.map_err(|_| WorkerError::UploaderGone)?;
+                waited_upload += sending.elapsed();
             }
         }
+        // The reader decodes the next users into these users' buffers.
+        pages.recycle(page);
         if last_report.elapsed() >= cfg.progress_every {
             last_report = Instant::now();
             match observer.on_progress(progress).await? {
@@ -193,7 +212,19 @@ async fn encode_into(
     let tail = encoder.finish()?;
     if !tail.is_empty() {
         progress.bytes += tail.len() as u64;
+        let sending = Instant::now();
         tx.send(Bytes::from(tail)).await.map_err(|_| WorkerError::UploaderGone)?;
+        waited_upload += sending.elapsed();
     }
+    let total = started.elapsed();
+    tracing::info!(
+        rows = progress.rows,
+        bytes = progress.bytes,
+        seconds = total.as_secs_f64(),
+        waiting_for_users = waited_read.as_secs_f64(),
+        waiting_for_uploads = waited_upload.as_secs_f64(),
+        encoding = total.saturating_sub(waited_read + waited_upload).as_secs_f64(),
+        "all users encoded"
+    );
     Ok(Encoded::Done(progress))
 }

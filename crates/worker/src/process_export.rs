@@ -212,6 +212,8 @@ impl ExportWorker {
             upload.abort().await?;
             return Ok(JobOutcome::Done);
         }
+        let streaming = std::time::Instant::now();
+        let counting = streaming - started;
         let mut keeper = LeaseKeeper { worker: self, task_id, rows_total: Some(rows_total) };
         let outcome =
             run_pipeline(&self.store, &task.project_id, &task.spec, upload, &self.settings.pipeline, &mut keeper)
@@ -235,11 +237,14 @@ impl ExportWorker {
                 return Ok(JobOutcome::Done);
             }
         };
+        let completing = std::time::Instant::now();
+        let streaming = completing - streaming;
         let written = upload.complete().await?;
         let actual = self.storage.head(&key).await?.unwrap_or(0);
         if actual != progress.bytes || written != progress.bytes {
             return Err(WorkerError::SizeMismatch { expected: progress.bytes, actual });
         }
+        let completing = completing.elapsed();
         let now = Utc::now();
         let url = self.storage.presign_get(&key, &meta.filename, self.settings.download_url_ttl).await?;
         let done = Completion {
@@ -264,6 +269,9 @@ impl ExportWorker {
             rows = progress.rows,
             bytes = progress.bytes,
             secs = started.elapsed().as_secs_f64(),
+            counting = counting.as_secs_f64(),
+            streaming = streaming.as_secs_f64(),
+            completing_upload = completing.as_secs_f64(),
             "export completed"
         );
         Ok(JobOutcome::Done)
