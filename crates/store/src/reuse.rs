@@ -69,20 +69,42 @@ impl Visitor<'_> for StrInto<'_> {
     }
 }
 
-/// A JSON string or `null` into an existing `Option<String>`.
-struct OptStrInto<'a>(&'a mut Option<String>);
+/// A value decoded in place by [`OptInto`] when the JSON holds one.
+trait DecodeInto: Default {
+    /// What the JSON must hold, for error messages.
+    const EXPECTING: &'static str;
+    /// Decodes the value into `slot`, reusing its buffers.
+    fn decode_into<'de, D: Deserializer<'de>>(slot: &mut Self, d: D) -> Result<(), D::Error>;
+}
 
-impl<'de> DeserializeSeed<'de> for OptStrInto<'_> {
+impl DecodeInto for String {
+    const EXPECTING: &'static str = "a string";
+    fn decode_into<'de, D: Deserializer<'de>>(slot: &mut Self, d: D) -> Result<(), D::Error> {
+        StrInto(slot).deserialize(d)
+    }
+}
+
+impl DecodeInto for Address {
+    const EXPECTING: &'static str = "an address object";
+    fn decode_into<'de, D: Deserializer<'de>>(slot: &mut Self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(AddressInto(slot))
+    }
+}
+
+/// A JSON value or `null` into an existing `Option`, reusing the value already there.
+pub(crate) struct OptInto<'a, T>(pub(crate) &'a mut Option<T>);
+
+impl<'de, T: DecodeInto> DeserializeSeed<'de> for OptInto<'_, T> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_option(self)
     }
 }
 
-impl<'de> Visitor<'de> for OptStrInto<'_> {
+impl<'de, T: DecodeInto> Visitor<'de> for OptInto<'_, T> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a string or null")
+        write!(f, "{} or null", T::EXPECTING)
     }
     fn visit_none<E: de::Error>(self) -> Result<(), E> {
         *self.0 = None;
@@ -93,7 +115,7 @@ impl<'de> Visitor<'de> for OptStrInto<'_> {
         Ok(())
     }
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        StrInto(self.0.get_or_insert_default()).deserialize(d)
+        T::decode_into(self.0.get_or_insert_default(), d)
     }
 }
 
@@ -160,34 +182,6 @@ fn first_time<E: de::Error>(seen: &mut [bool], i: usize, names: &[&'static str])
 
 const ADDRESS_FIELDS: &[&str] = &["formatted", "street_address", "locality", "region", "postal_code", "country"];
 
-/// A JSON address object or `null` into an existing `Option<Address>`.
-pub(crate) struct OptAddressInto<'a>(pub(crate) &'a mut Option<Address>);
-
-impl<'de> DeserializeSeed<'de> for OptAddressInto<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_option(self)
-    }
-}
-
-impl<'de> Visitor<'de> for OptAddressInto<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an address object or null")
-    }
-    fn visit_none<E: de::Error>(self) -> Result<(), E> {
-        *self.0 = None;
-        Ok(())
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        *self.0 = None;
-        Ok(())
-    }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_map(AddressInto(self.0.get_or_insert_default()))
-    }
-}
-
 struct AddressInto<'a>(&'a mut Address);
 
 impl<'de> Visitor<'de> for AddressInto<'_> {
@@ -204,7 +198,7 @@ impl<'de> Visitor<'de> for AddressInto<'_> {
             match key {
                 Some(i) => {
                     first_time(&mut seen, i, ADDRESS_FIELDS)?;
-                    map.next_value_seed(OptStrInto(slots[i]))?;
+                    map.next_value_seed(OptInto(slots[i]))?;
                 }
                 None => {
                     map.next_value::<IgnoredAny>()?;
@@ -328,7 +322,7 @@ mod tests {
         for json in addresses {
             let want = serde_json::from_str::<Option<Address>>(json).ok();
             for mut slot in [full(), None] {
-                let got = json_into(json.as_bytes(), OptAddressInto(&mut slot)).ok().map(|()| slot);
+                let got = json_into(json.as_bytes(), OptInto(&mut slot)).ok().map(|()| slot);
                 assert_eq!(got, want, "{json}");
             }
         }

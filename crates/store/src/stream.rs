@@ -24,15 +24,15 @@ use sea_orm::DbErr;
 use sea_orm::sea_query::{Expr, Order, PostgresQueryBuilder, Query};
 use sea_orm::sqlx::postgres::PgConnectOptions;
 use sea_orm::sqlx::{self, Connection as _, PgConnection};
-use tracing::Instrument;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 use userexport_domain::user::UserParts;
 use userexport_domain::{ProjectId, User, UserFilter, UserId};
 
 use crate::entity::users;
 use crate::error::from_sqlx;
-use crate::reuse::{AuthenticatorsInto, OptAddressInto, StringsInto, json_into, set_opt_str};
+use crate::reuse::{AuthenticatorsInto, OptInto, StringsInto, json_into, set_opt_str};
 use crate::users::{sql_condition, sql_exact};
 use crate::{Backend, Store, StoreError};
 
@@ -210,7 +210,6 @@ impl Store {
             futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }).boxed();
         UserPages { pages, recycle: Some(recycle_tx) }
     }
-
 }
 
 /// The Postgres reader of [`Store::stream_users`], on its own thread and connection: sends pages to
@@ -583,7 +582,7 @@ fn decode_into(v: &Values<'_>, parts: UserParts, user: &mut User) -> Result<(), 
     }
     if parts.address {
         match row.opt_bytes(20) {
-            Some(b) => json_into(b, OptAddressInto(address)).map_err(|e| row.corrupt(20, &e.to_string()))?,
+            Some(b) => json_into(b, OptInto(address)).map_err(|e| row.corrupt(20, &e.to_string()))?,
             None => *address = None,
         }
     } else {
