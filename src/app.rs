@@ -56,6 +56,11 @@ pub async fn build(settings: &Settings) -> anyhow::Result<Components> {
         StorageSettings::Local { dir } => {
             let secret = settings.signing_secret()?;
             let local = Arc::new(LocalFsStore::new(dir.clone(), settings.public_url.clone(), secret));
+            // Like the S3 bucket above: a fresh data directory is ready (`/readyz`) before any export.
+            local
+                .ensure_root()
+                .await
+                .with_context(|| format!("cannot create the files directory {}", dir.display()))?;
             (local.clone(), Some(local))
         }
     };

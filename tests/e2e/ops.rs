@@ -127,6 +127,31 @@ fn field<'a>(line: &'a Value, name: &str) -> Option<&'a Value> {
         .or_else(|| line["spans"].as_array()?.iter().find_map(|s| s.get(name)))
 }
 
+/// `cargo run --release` on a machine that never ran it: the API is ready at once, with no export
+/// written yet (the files directory is created at start, not by the first export).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_embedded_data_directory_is_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let env: Vec<(String, String)> = vec![
+        ("USEREXPORT_DATA_DIR".to_owned(), data.to_str().unwrap().to_owned()),
+        ("USEREXPORT_BIND".to_owned(), format!("127.0.0.1:{port}")),
+        ("USEREXPORT_LOG".to_owned(), "warn".to_owned()),
+    ];
+    let app = Proc::spawn(&[], &env, dir.path().join("app.log"));
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_healthy(&client, &format!("{base}/healthz")).await;
+    let resp = client.get(format!("{base}/readyz")).send().await.unwrap();
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "ok", "{body}");
+    let (stopped, log) = app.terminate();
+    assert!(stopped, "the app did not stop cleanly: {log}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_metrics_endpoint_and_structured_logs() {
     let dir = tempfile::tempdir().unwrap();
