@@ -338,7 +338,7 @@ fn check_rows(case: &str, rows: u64, expected: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The anchors, then the measured exports.
+/// The `COPY` anchors, by case name.
 fn anchor_formats() -> [(&'static str, ExportFormat); 2] {
     [("copy_csv", ExportFormat::Csv), ("copy_ndjson", ExportFormat::Ndjson)]
 }

@@ -409,22 +409,30 @@ impl std::io::Write for QuoteDoubling<'_> {
     }
 
     fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        let mut rest = buf;
-        while let Some(pos) = rest.iter().position(|&b| b == b'"' || b == b',') {
-            self.special = true;
-            self.out.extend_from_slice(&rest[..=pos]);
-            if rest[pos] == b'"' {
-                self.out.push(b'"');
-            }
-            rest = &rest[pos + 1..];
-        }
-        self.out.extend_from_slice(rest);
+        self.special |= push_doubling_quotes(self.out, buf);
         Ok(())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// Appends `bytes` with every `"` doubled, as inside a quoted CSV field; returns whether `bytes` held
+/// a `,` or a `"` (either forces quoting).
+fn push_doubling_quotes(out: &mut Vec<u8>, bytes: &[u8]) -> bool {
+    let mut special = false;
+    let mut rest = bytes;
+    while let Some(pos) = rest.iter().position(|&b| b == b'"' || b == b',') {
+        special = true;
+        out.extend_from_slice(&rest[..=pos]);
+        if rest[pos] == b'"' {
+            out.push(b'"');
+        }
+        rest = &rest[pos + 1..];
+    }
+    out.extend_from_slice(rest);
+    special
 }
 
 /// Writes an integer in decimal.
@@ -558,13 +566,7 @@ fn write_field(line: &mut Vec<u8>, bytes: &[u8], prefix: bool, quote: bool) {
         line.push(b'\'');
     }
     if quote {
-        let mut rest = bytes;
-        while let Some(pos) = rest.iter().position(|&b| b == b'"') {
-            line.extend_from_slice(&rest[..=pos]);
-            line.push(b'"');
-            rest = &rest[pos + 1..];
-        }
-        line.extend_from_slice(rest);
+        push_doubling_quotes(line, bytes);
         line.push(b'"');
     } else {
         line.extend_from_slice(bytes);

@@ -36,7 +36,7 @@ use crate::reuse::{AuthenticatorsInto, OptInto, StringsInto, json_into, set_opt_
 use crate::users::{sql_condition, sql_exact};
 use crate::{Backend, Store, StoreError};
 
-/// Pages in flight between the reader task and the consumer.
+/// Pages in flight between the reader and the consumer.
 const PAGES_AHEAD: usize = 2;
 
 /// Pages of users from [`Store::stream_users`], in order. Hand every page you are done with back
@@ -195,7 +195,8 @@ impl Store {
                 }
             };
             let read = async {
-                let read = copy_users(&options, &project, &filter, page_size, limit, parts, &tx, &mut recycled).await;
+                let pages = Pages { tx: &tx, recycled: &mut recycled, page_size };
+                let read = copy_users(&options, &project, &filter, limit, parts, pages).await;
                 if let Err(e) = read {
                     let _ = tx.send(Err(e)).await;
                 }
@@ -212,25 +213,21 @@ impl Store {
     }
 }
 
-/// The Postgres reader of [`Store::stream_users`], on its own thread and connection: sends pages to
-/// `tx` until the end, the limit, an error (returned) or the consumer going away, refilling the
-/// pages that come back on `recycled`.
-#[allow(clippy::too_many_arguments)]
+/// The Postgres reader of [`Store::stream_users`], on its own thread and connection: sends pages
+/// through `pages` until the end, the limit, an error (returned) or the consumer going away,
+/// refilling the pages that come back.
 async fn copy_users(
     options: &PgConnectOptions,
     project: &ProjectId,
     filter: &UserFilter,
-    page_size: usize,
     limit: Option<u64>,
     parts: UserParts,
-    tx: &mpsc::Sender<Result<Vec<User>, StoreError>>,
-    recycled: &mut mpsc::Receiver<Vec<User>>,
+    pages: Pages<'_>,
 ) -> Result<(), StoreError> {
     let parts = parts.union(filter_parts(filter));
     let sql = copy_statement(project, filter, limit, parts);
     let mut conn = PgConnection::connect_with(options).await.map_err(from_sqlx)?;
     sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").execute(&mut conn).await.map_err(from_sqlx)?;
-    let pages = Pages { tx, recycled, page_size };
     let read = read_copy(&mut conn, &sql, filter, parts, limit.unwrap_or(u64::MAX), pages).await;
     let closed = match &read {
         // Read-only: ending it either way is the same; closing the connection ends it.
