@@ -378,17 +378,18 @@ fn write_value_cell(out: &mut Vec<u8>, v: &Value, csv: CsvOptions) -> Result<(),
 
 /// Writes an array or object as a CSV cell: compact, HTML-escaped JSON, quoted when needed.
 ///
-/// The JSON is serialized straight into `out` inside quotes, doubling `"` as it goes; the opening
-/// quote is taken out again when the cell turns out not to need quoting (`[]`, `[1]`, `{}`), so
-/// that the cell is written in one pass instead of serialized, scanned and copied.
+/// The JSON is serialized straight into `out` inside quotes by [`CsvJsonFormatter`], which writes
+/// every `"` doubled as it goes; the opening quote is taken out again when the cell turns out not to
+/// need quoting (`[]`, `[1]`, `{}`), so that the cell is written in one pass instead of serialized,
+/// scanned and copied.
 fn write_json_cell(out: &mut Vec<u8>, v: &ViewValue<'_>, csv: CsvOptions) -> Result<(), EncodeError> {
     let start = out.len();
     out.push(b'"');
-    let mut w = QuoteDoubling { out: &mut *out, special: false };
-    v.write_json(&mut w, HtmlFormatter)?;
+    let mut special = false;
+    v.write_json(&mut *out, CsvJsonFormatter { special: &mut special })?;
     // Compact JSON starts with `[` or `{`: never a formula, never leading whitespace. It has no raw
     // CR or LF (they are escaped in strings), so `,` and `"` are what force quoting.
-    if csv.quote_all || w.special {
+    if csv.quote_all || special {
         out.push(b'"');
     } else {
         out.remove(start);
@@ -396,43 +397,66 @@ fn write_json_cell(out: &mut Vec<u8>, v: &ViewValue<'_>, csv: CsvOptions) -> Res
     Ok(())
 }
 
-/// Appends to a CSV field being quoted: doubles `"`, and notes whether `,` or `"` occurred.
-struct QuoteDoubling<'a> {
-    out: &'a mut Vec<u8>,
-    special: bool,
+/// [`HtmlFormatter`]'s JSON as the inside of a quoted CSV field: every `"` it writes is doubled, and
+/// `special` is set when the text holds a `,` or a `"` (either forces quoting), known from the
+/// structure instead of scanned for: a `"` comes with every string (keys included), and a `,` with
+/// every element after the first or inside a string.
+struct CsvJsonFormatter<'a> {
+    special: &'a mut bool,
 }
 
-impl std::io::Write for QuoteDoubling<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.write_all(buf)?;
-        Ok(buf.len())
+impl serde_json::ser::Formatter for CsvJsonFormatter<'_> {
+    fn begin_string<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        *self.special = true;
+        w.write_all(b"\"\"")
     }
 
-    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        self.special |= push_doubling_quotes(self.out, buf);
-        Ok(())
+    fn end_string<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        w.write_all(b"\"\"")
     }
 
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+    fn write_string_fragment<W: ?Sized + std::io::Write>(&mut self, w: &mut W, fragment: &str) -> std::io::Result<()> {
+        // serde_json escapes `"` itself (write_char_escape): a fragment never holds one.
+        HtmlFormatter.write_string_fragment(w, fragment)
     }
-}
 
-/// Appends `bytes` with every `"` doubled, as inside a quoted CSV field; returns whether `bytes` held
-/// a `,` or a `"` (either forces quoting).
-fn push_doubling_quotes(out: &mut Vec<u8>, bytes: &[u8]) -> bool {
-    let mut special = false;
-    let mut rest = bytes;
-    while let Some(pos) = rest.iter().position(|&b| b == b'"' || b == b',') {
-        special = true;
-        out.extend_from_slice(&rest[..=pos]);
-        if rest[pos] == b'"' {
-            out.push(b'"');
+    fn write_char_escape<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        escape: serde_json::ser::CharEscape,
+    ) -> std::io::Result<()> {
+        match escape {
+            serde_json::ser::CharEscape::Quote => w.write_all(b"\\\"\""),
+            other => serde_json::ser::CompactFormatter.write_char_escape(w, other),
         }
+    }
+
+    fn begin_array_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+        if !first {
+            *self.special = true;
+            w.write_all(b",")?;
+        }
+        Ok(())
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+        if !first {
+            *self.special = true;
+            w.write_all(b",")?;
+        }
+        Ok(())
+    }
+}
+
+/// Appends `bytes` with every `"` doubled, as inside a quoted CSV field.
+fn push_doubling_quotes(out: &mut Vec<u8>, bytes: &[u8]) {
+    let mut rest = bytes;
+    while let Some(pos) = rest.iter().position(|&b| b == b'"') {
+        out.extend_from_slice(&rest[..=pos]);
+        out.push(b'"');
         rest = &rest[pos + 1..];
     }
     out.extend_from_slice(rest);
-    special
 }
 
 /// Writes an integer in decimal.
@@ -532,9 +556,30 @@ fn escape_html(src: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&src[start..]);
 }
 
-/// Whether a field contains a byte that forces quoting (`,` `"` CR LF).
+/// Whether a field contains a byte that forces quoting (`,` `"` CR LF). Eight bytes at a time: most
+/// cells are short and need no quoting, so the whole scan is the common case.
 fn has_special(bytes: &[u8]) -> bool {
-    bytes.iter().any(|&b| matches!(b, b',' | b'"' | b'\r' | b'\n'))
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const fn splat(b: u8) -> u64 {
+        u64::from_ne_bytes([b; 8])
+    }
+    // Non-zero exactly when some byte of `x` is zero.
+    const fn zero_byte(x: u64) -> u64 {
+        x.wrapping_sub(ONES) & !x & HIGHS
+    }
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let x = u64::from_ne_bytes(chunk.try_into().expect("8 bytes"));
+        let hit = zero_byte(x ^ splat(b','))
+            | zero_byte(x ^ splat(b'"'))
+            | zero_byte(x ^ splat(b'\r'))
+            | zero_byte(x ^ splat(b'\n'));
+        if hit != 0 {
+            return true;
+        }
+    }
+    chunks.remainder().iter().any(|&b| matches!(b, b',' | b'"' | b'\r' | b'\n'))
 }
 
 /// Whether the formula guard prefixes `s`: it starts with `= + - @ \t \r`, unless it is a `+`

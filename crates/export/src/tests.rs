@@ -211,6 +211,56 @@ fn arrays_and_objects_are_compact_html_escaped_json() {
     assert_eq!(render_cell(None), "");
 }
 
+/// JSON cells are written in one pass (quotes doubled by the formatter, quoting decided from the
+/// structure); they must equal the two-pass reference: render the compact HTML-escaped JSON, then
+/// quote it by Go's rules (quote-all: always).
+#[test]
+fn json_cells_match_the_render_then_quote_reference() {
+    let values = [
+        json!([]),
+        json!({}),
+        json!([1]),
+        json!([true]),
+        json!([null]),
+        json!([1.5, -2]),
+        json!([[]]),
+        json!([[], {}]),
+        json!([""]),
+        json!({"": ""}),
+        json!(["a,b"]),
+        json!(["say \"hi\"", "\\\"", "\"\""]),
+        json!({"k\"ey": ["<&>", "\u{2028}\u{2029}", "\n\r\t\u{1}\u{7f}", "é\u{1F600}"]}),
+        json!({"nested": {"deeper": [{"x": 1}, {"y": [2, 3]}]}}),
+        json!([{"a": null}]),
+    ];
+    for v in values {
+        for quote_all in [false, true] {
+            let rendered = render_cell(Some(&v));
+            let quote = quote_all || rendered.contains([',', '"']);
+            let want = if quote { format!("\"{}\"", rendered.replace('"', "\"\"")) } else { rendered.into_owned() };
+            assert_eq!(cell(v.clone(), true, quote_all), want, "{v} quote_all={quote_all}");
+        }
+    }
+}
+
+/// The word-at-a-time scan agrees with the byte-by-byte definition at every position and length.
+#[test]
+fn has_special_finds_each_special_byte_anywhere() {
+    let naive = |b: &[u8]| b.iter().any(|&c| matches!(c, b',' | b'"' | b'\r' | b'\n'));
+    for len in 0..20 {
+        let plain: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+        assert!(!has_special(&plain));
+        for pos in 0..len {
+            // Specials, bytes next to them in value, and bytes with the high bit set.
+            for b in [b',', b'"', b'\r', b'\n', b'+', b'-', b'#', b'!', b'\x0b', b'\x0c', 0x80, 0xAC, 0xA2, 0xFF, 0] {
+                let mut bytes = plain.clone();
+                bytes[pos] = b;
+                assert_eq!(has_special(&bytes), naive(&bytes), "{bytes:?}");
+            }
+        }
+    }
+}
+
 #[test]
 fn quote_all_quotes_every_non_empty_text_cell() {
     assert_eq!(cell(json!("abc"), true, true), "\"abc\"");

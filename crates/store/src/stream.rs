@@ -26,13 +26,12 @@ use sea_orm::sqlx::postgres::PgConnectOptions;
 use sea_orm::sqlx::{self, Connection as _, PgConnection};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
-use tracing::Instrument;
 use userexport_domain::user::UserParts;
 use userexport_domain::{ProjectId, User, UserFilter, UserId};
 
 use crate::entity::users;
 use crate::error::from_sqlx;
-use crate::reuse::{AuthenticatorsInto, OptInto, StringsInto, json_into, set_opt_str};
+use crate::reuse::{AuthenticatorsInto, OptInto, Spares, StringsInto, json_into, set_opt_str};
 use crate::users::{sql_condition, sql_exact};
 use crate::{Backend, Store, StoreError};
 
@@ -201,7 +200,9 @@ impl Store {
                     let _ = tx.send(Err(e)).await;
                 }
             };
-            runtime.block_on(read.instrument(span));
+            // Entered once for the thread's life (nothing else runs on it), not on every poll.
+            let _span = span.enter();
+            runtime.block_on(read);
         };
         if let Err(e) = std::thread::Builder::new().name("userexport-copy".into()).spawn(reader) {
             let err = StoreError::Db(DbErr::Custom(format!("cannot start the COPY reader thread: {e}")));
@@ -309,18 +310,16 @@ async fn read_copy(
     let mut page = Vec::with_capacity(page_size);
     // Users of recycled pages, whose buffers the next rows are decoded into.
     let mut spare: Vec<User> = Vec::new();
+    // Strings of values that went NULL or lists that shrank, for the next rows.
+    let mut strings = Spares::default();
     let mut sent = 0u64;
     let mut done = false;
-    // Where the reader's time goes: waiting for Postgres, waiting for the consumer, the rest decoding.
+    // Where the reader's time goes: waiting for the consumer, the rest reading and decoding (timed
+    // per page, not per message: Postgres sends one message per row).
     let started = std::time::Instant::now();
-    let mut waited_db = std::time::Duration::ZERO;
     let mut waited_consumer = std::time::Duration::ZERO;
     let mut messages = 0u64;
-    loop {
-        let asked = std::time::Instant::now();
-        let next = chunks.next().await;
-        waited_db += asked.elapsed();
-        let Some(chunk) = next else { break };
+    while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(from_sqlx)?;
         messages += 1;
         if done {
@@ -334,7 +333,7 @@ async fn read_copy(
                 return Ok(false);
             }
             let mut user = spare.pop().unwrap_or_else(blank_user);
-            decode_into(values, parts, &mut user)?;
+            decode_into(values, parts, &mut user, &mut strings)?;
             if filter.matches(&user) {
                 page.push(user);
             } else {
@@ -369,9 +368,8 @@ async fn read_copy(
     tracing::info!(
         messages,
         seconds = total.as_secs_f64(),
-        waiting_for_db = waited_db.as_secs_f64(),
         waiting_for_consumer = waited_consumer.as_secs_f64(),
-        decoding = total.saturating_sub(waited_db + waited_consumer).as_secs_f64(),
+        reading = total.saturating_sub(waited_consumer).as_secs_f64(),
         "snapshot read"
     );
     if !page.is_empty() && tx.send(Ok(page)).await.is_err() {
@@ -408,6 +406,7 @@ impl Decoder {
             &owned
         };
         let mut pos = 0;
+        let mut values: Values<'_> = [None; 32];
         if !self.header_seen {
             let Some(len) = header_len(data)? else {
                 self.carry = data.to_vec();
@@ -431,7 +430,7 @@ impl Decoder {
                     COLUMNS.len()
                 )));
             }
-            let Some((values, len)) = split_tuple(rest) else { break };
+            let Some(len) = split_tuple(rest, &mut values) else { break };
             pos += len;
             if !each(&values)? {
                 return Ok(false);
@@ -458,12 +457,11 @@ fn header_len(data: &[u8]) -> Result<Option<usize>, StoreError> {
 /// The values of one tuple (None = NULL), in [`COLUMNS`] order.
 type Values<'a> = [Option<&'a [u8]>; 32];
 
-/// The field values of the tuple at the start of `data` and its length, or None when the tuple is
-/// incomplete.
-fn split_tuple(data: &[u8]) -> Option<(Values<'_>, usize)> {
-    let mut values = [None; 32];
+/// Sets `values` to the field values of the tuple at the start of `data` and returns its length, or
+/// None when the tuple is incomplete. (Filled in place: a returned array is 512 bytes to copy, per row.)
+fn split_tuple<'a>(data: &'a [u8], values: &mut Values<'a>) -> Option<usize> {
     let mut pos = 2;
-    for v in &mut values {
+    for v in values.iter_mut() {
         let len = data.get(pos..pos + 4)?;
         let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
         pos += 4;
@@ -475,7 +473,7 @@ fn split_tuple(data: &[u8]) -> Option<(Values<'_>, usize)> {
         *v = Some(bytes);
         pos += len;
     }
-    Some((values, pos))
+    Some(pos)
 }
 
 /// A placeholder user for [`decode_into`] to overwrite.
@@ -517,7 +515,7 @@ fn blank_user() -> User {
 
 /// One row of [`COLUMNS`] → `user`, overwriting every field and reusing its buffers; JSON columns
 /// outside `parts` are left empty. On error `user` holds a mix of old and new values.
-fn decode_into(v: &Values<'_>, parts: UserParts, user: &mut User) -> Result<(), StoreError> {
+fn decode_into(v: &Values<'_>, parts: UserParts, user: &mut User, spares: &mut Spares) -> Result<(), StoreError> {
     let seq = int8(v, 0, None)?;
     let row = Row { v, seq, parts };
     // Destructured so that a new `User` field fails to compile here until it is decoded.
@@ -555,11 +553,11 @@ fn decode_into(v: &Values<'_>, parts: UserParts, user: &mut User) -> Result<(), 
         logins_count,
     } = user;
     id.parse_into(row.text(1)?).map_err(|e| row.corrupt(1, &e.to_string()))?;
-    row.strings_into(2, login_ids)?;
-    row.opt_text_into(3, username)?;
-    row.opt_text_into(4, email)?;
+    row.strings_into(2, login_ids, spares)?;
+    row.opt_text_into(3, username, spares)?;
+    row.opt_text_into(4, email, spares)?;
     *email_verified = row.boolean(5)?;
-    row.opt_text_into(6, phone)?;
+    row.opt_text_into(6, phone, spares)?;
     *phone_verified = row.boolean(7)?;
     for (i, slot) in [
         (8, name),
@@ -575,7 +573,7 @@ fn decode_into(v: &Values<'_>, parts: UserParts, user: &mut User) -> Result<(), 
         (18, website),
         (19, profile),
     ] {
-        row.opt_text_into(i, slot)?;
+        row.opt_text_into(i, slot, spares)?;
     }
     if parts.address {
         match row.opt_bytes(20) {
@@ -587,12 +585,13 @@ fn decode_into(v: &Values<'_>, parts: UserParts, user: &mut User) -> Result<(), 
     }
     *status = row.text(21)?.parse().map_err(|e: String| row.corrupt(21, &e))?;
     *test = row.boolean(22)?;
-    row.strings_into(23, roles)?;
+    row.strings_into(23, roles, spares)?;
     *tenants = row.json_part(24)?;
     *custom_attributes = row.json_part(25)?;
-    row.strings_into(26, sso_app_ids)?;
+    row.strings_into(26, sso_app_ids, spares)?;
     if selected(27, parts) {
-        json_into(row.bytes(27)?, AuthenticatorsInto(authenticators)).map_err(|e| row.corrupt(27, &e.to_string()))?;
+        json_into(row.bytes(27)?, AuthenticatorsInto(authenticators, spares))
+            .map_err(|e| row.corrupt(27, &e.to_string()))?;
     } else {
         *authenticators = Default::default();
     }
@@ -646,17 +645,17 @@ impl<'a> Row<'a> {
         self.utf8(i, self.bytes(i)?)
     }
 
-    /// A nullable text column into `slot`, reusing its buffer.
-    fn opt_text_into(&self, i: usize, slot: &mut Option<String>) -> Result<(), StoreError> {
+    /// A nullable text column into `slot`, reusing its buffer (or a spare one).
+    fn opt_text_into(&self, i: usize, slot: &mut Option<String>, spares: &mut Spares) -> Result<(), StoreError> {
         let s = self.opt_bytes(i).map(|b| self.utf8(i, b)).transpose()?;
-        set_opt_str(slot, s);
+        set_opt_str(slot, s, spares);
         Ok(())
     }
 
     /// A JSON array of strings into `slot`, reusing its strings; emptied when not selected.
-    fn strings_into(&self, i: usize, slot: &mut Vec<String>) -> Result<(), StoreError> {
+    fn strings_into(&self, i: usize, slot: &mut Vec<String>, spares: &mut Spares) -> Result<(), StoreError> {
         if selected(i, self.parts) {
-            json_into(self.bytes(i)?, StringsInto(slot)).map_err(|e| self.corrupt(i, &e.to_string()))
+            json_into(self.bytes(i)?, StringsInto(slot, spares)).map_err(|e| self.corrupt(i, &e.to_string()))
         } else {
             slot.clear();
             Ok(())
@@ -751,7 +750,7 @@ mod tests {
     fn decode_all(d: &mut Decoder, data: &[u8], users: &mut Vec<User>) -> Result<bool, StoreError> {
         d.feed(data, |values| {
             let mut user = blank_user();
-            decode_into(values, UserParts::ALL, &mut user)?;
+            decode_into(values, UserParts::ALL, &mut user, &mut Spares::default())?;
             users.push(user);
             Ok(true)
         })
@@ -775,8 +774,9 @@ mod tests {
         sparse_values.extend([Some(created.as_slice()), Some(&created), None, Some(&created)]);
         let sparse = tuple(&sparse_values);
         let decode = |tuple: &[u8], into: &mut User| {
-            let (values, _) = split_tuple(tuple).unwrap();
-            decode_into(&values, UserParts::ALL, into).unwrap();
+            let mut values = [None; 32];
+            split_tuple(tuple, &mut values).unwrap();
+            decode_into(&values, UserParts::ALL, into, &mut Spares::default()).unwrap();
         };
         for (first, second) in [(&full, &sparse), (&sparse, &full), (&full, &full)] {
             let mut want = blank_user();
@@ -789,8 +789,9 @@ mod tests {
         // Parts left out are emptied, not kept from the previous row.
         let mut reused = blank_user();
         decode(&full, &mut reused);
-        let (values, _) = split_tuple(&full).unwrap();
-        decode_into(&values, UserParts::NONE, &mut reused).unwrap();
+        let mut values = [None; 32];
+        split_tuple(&full, &mut values).unwrap();
+        decode_into(&values, UserParts::NONE, &mut reused, &mut Spares::default()).unwrap();
         let mut want = blank_user();
         decode(&full, &mut want);
         UserParts::NONE.project(&mut want);

@@ -79,6 +79,8 @@ pub struct Completion {
     pub rows_written: u64,
     /// Bytes written.
     pub bytes_written: u64,
+    /// Users the export was to write, when counted (None keeps the stored total).
+    pub rows_total: Option<u64>,
     /// When the file is deleted and the task expires.
     pub expires_at: DateTime<Utc>,
 }
@@ -324,7 +326,7 @@ impl Store {
     /// id. False when not the owner (nothing is written).
     pub async fn complete_task(&self, id: &TaskId, worker: &str, done: &Completion) -> Result<bool, StoreError> {
         let now = Utc::now();
-        let sets = vec![
+        let mut sets = vec![
             (Column::Status, status(TaskStatus::Completed)),
             (Column::ObjectKey, Expr::value(done.object_key.as_str())),
             (Column::DownloadUrl, Expr::value(done.download_url.as_str())),
@@ -338,6 +340,9 @@ impl Store {
             (Column::UploadId, none_text()),
             (Column::UpdatedAt, Expr::value(now)),
         ];
+        if let Some(total) = done.rows_total {
+            sets.push((Column::RowsTotal, Expr::value(convert::to_i64(total))));
+        }
         Ok(self.update_tasks(owned_by(id, worker), sets).await? == 1)
     }
 

@@ -831,6 +831,7 @@ mod tasks {
             download_url_expires_at: now() + TimeDelta::hours(1),
             rows_written: 42,
             bytes_written: 4_242,
+            rows_total: None,
             expires_at,
         }
     }
@@ -1063,6 +1064,18 @@ mod tasks {
         assert!(!store.fail_task(&t.id, Some("w1"), &error()).await.unwrap());
         assert!(!store.fail_task(&t.id, None, &error()).await.unwrap());
         assert_eq!(reload(&store, &t.id).await, c);
+    }
+
+    /// A completion with a total (counted while the export streamed) stores it; without one the
+    /// total of the last heartbeat stays.
+    async fn complete_task_stores_a_late_total(store: Store) {
+        let p = fixtures::project(&store).await;
+        let t = pending(&store, &p).await;
+        claim(&store, &t.id, "w1", LONG).await;
+        assert_eq!(reload(&store, &t.id).await.rows_total, None);
+        let done = Completion { rows_total: Some(42), ..completion(now() + TimeDelta::days(7)) };
+        assert!(store.complete_task(&t.id, "w1", &done).await.unwrap());
+        assert_eq!(reload(&store, &t.id).await.rows_total, Some(42));
     }
 
     /// `fail_task` with a worker needs its lease; without one it fails pending or processing tasks.
@@ -1372,6 +1385,7 @@ mod tasks {
         claim_is_compare_and_set,
         heartbeats_and_uploads_need_the_lease,
         complete_task_records_the_result,
+        complete_task_stores_a_late_total,
         fail_task_stores_the_error,
         release_task_returns_to_pending,
         request_cancel_depends_on_the_state,

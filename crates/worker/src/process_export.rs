@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
+use tracing::Instrument;
 use userexport_domain::{Code, ErrorCode, ErrorObject, ExportTask, TaskId};
 use userexport_queue::JobOutcome;
 use userexport_storage::{ObjectMeta, ObjectStore};
-use userexport_store::{Claim, Completion, Progress, Store};
+use userexport_store::{Claim, Completion, Progress, Store, StoreError};
 
 use crate::error::WorkerError;
 use crate::metric;
@@ -70,16 +71,79 @@ pub fn download_filename(task: &ExportTask) -> String {
     format!("{}-{}.{}", task.project_id, task.id, task.spec.file_extension())
 }
 
+/// The number of users an export will write (`rows_total`), counted by a task of its own while the
+/// export streams: the count is a second pass over the project's users (a whole scan when SQL cannot
+/// answer the filter), so it is kept off the export's critical path. Dropping it stops the count.
+enum RowsTotal {
+    /// Still counting.
+    Counting(tokio::task::JoinHandle<Result<u64, StoreError>>),
+    /// Counted.
+    Known(u64),
+    /// The count failed (logged); progress goes without a total.
+    Unknown,
+}
+
+impl RowsTotal {
+    /// Starts counting the users of `task` (at most its limit).
+    fn count(store: &Store, task: &ExportTask) -> Self {
+        let (store, project, filter, limit) =
+            (store.clone(), task.project_id.clone(), task.spec.filter().clone(), task.spec.limit());
+        let count = async move {
+            let n = store.count_users(&project, &filter).await?;
+            Ok(limit.map_or(n, |limit| n.min(limit)))
+        };
+        RowsTotal::Counting(tokio::spawn(count.instrument(tracing::Span::current())))
+    }
+
+    /// The total if it is known by now, without waiting.
+    async fn poll(&mut self) -> Option<u64> {
+        if matches!(self, RowsTotal::Counting(handle) if !handle.is_finished()) {
+            return None;
+        }
+        self.wait().await
+    }
+
+    /// The total, waiting for the count to end.
+    async fn wait(&mut self) -> Option<u64> {
+        if let RowsTotal::Counting(handle) = self {
+            *self = match handle.await {
+                Ok(Ok(n)) => RowsTotal::Known(n),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "counting the users failed; progress has no total");
+                    RowsTotal::Unknown
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the count task failed; progress has no total");
+                    RowsTotal::Unknown
+                }
+            };
+        }
+        match self {
+            RowsTotal::Known(n) => Some(*n),
+            _ => None,
+        }
+    }
+}
+
+impl Drop for RowsTotal {
+    fn drop(&mut self) {
+        if let RowsTotal::Counting(handle) = self {
+            handle.abort();
+        }
+    }
+}
+
 struct LeaseKeeper<'a> {
     worker: &'a ExportWorker,
     task_id: &'a TaskId,
-    rows_total: Option<u64>,
+    rows_total: RowsTotal,
 }
 
 #[async_trait]
 impl ProgressObserver for LeaseKeeper<'_> {
     async fn on_progress(&mut self, p: PipelineProgress) -> Result<Control, WorkerError> {
-        let progress = Progress { rows_written: p.rows, bytes_written: p.bytes, rows_total: self.rows_total };
+        let rows_total = self.rows_total.poll().await;
+        let progress = Progress { rows_written: p.rows, bytes_written: p.bytes, rows_total };
         let hb =
             self.worker.store.heartbeat(self.task_id, &self.worker.name, self.worker.settings.lease, progress).await?;
         Ok(if !hb.still_owner {
@@ -199,13 +263,7 @@ impl ExportWorker {
             }
         }
         let started = std::time::Instant::now();
-        let mut rows_total = self.store.count_users(&task.project_id, task.spec.filter()).await?;
-        if let Some(limit) = task.spec.limit() {
-            rows_total = rows_total.min(limit);
-        }
-        let progress = Progress { rows_written: 0, bytes_written: 0, rows_total: Some(rows_total) };
-        self.store.heartbeat(task_id, &self.name, self.settings.lease, progress).await?;
-
+        let rows_total = RowsTotal::count(&self.store, &task);
         let meta = ObjectMeta { content_type: task.spec.content_type().to_owned(), filename: download_filename(&task) };
         let upload = self.storage.start_upload(&key, &meta).await?;
         if !self.store.set_upload(task_id, &self.name, &key, upload.upload_id()).await? {
@@ -213,8 +271,8 @@ impl ExportWorker {
             return Ok(JobOutcome::Done);
         }
         let streaming = std::time::Instant::now();
-        let counting = streaming - started;
-        let mut keeper = LeaseKeeper { worker: self, task_id, rows_total: Some(rows_total) };
+        let starting = streaming - started;
+        let mut keeper = LeaseKeeper { worker: self, task_id, rows_total };
         let outcome =
             run_pipeline(&self.store, &task.project_id, &task.spec, upload, &self.settings.pipeline, &mut keeper)
                 .await?;
@@ -245,6 +303,8 @@ impl ExportWorker {
             return Err(WorkerError::SizeMismatch { expected: progress.bytes, actual });
         }
         let completing = completing.elapsed();
+        // Long done unless the export was tiny.
+        let rows_total = keeper.rows_total.wait().await;
         let now = Utc::now();
         let url = self.storage.presign_get(&key, &meta.filename, self.settings.download_url_ttl).await?;
         let done = Completion {
@@ -253,6 +313,7 @@ impl ExportWorker {
             download_url_expires_at: now + self.settings.download_url_ttl,
             rows_written: progress.rows,
             bytes_written: progress.bytes,
+            rows_total,
             expires_at: now + self.settings.retention,
         };
         if !self.store.complete_task(task_id, &self.name, &done).await? {
@@ -269,7 +330,7 @@ impl ExportWorker {
             rows = progress.rows,
             bytes = progress.bytes,
             secs = started.elapsed().as_secs_f64(),
-            counting = counting.as_secs_f64(),
+            starting = starting.as_secs_f64(),
             streaming = streaming.as_secs_f64(),
             completing_upload = completing.as_secs_f64(),
             "export completed"
