@@ -90,6 +90,143 @@ pub(crate) fn json_into<'de, S: DeserializeSeed<'de, Value = ()>>(bytes: &'de [u
     }
 }
 
+/// A JSON array of strings (`login_ids`, `roles`, `sso_app_ids`) into `v`, reusing its strings: the
+/// [`Canonical`] fast path for what this crate writes, else serde ([`StringsInto`]).
+pub(crate) fn strings_json_into(bytes: &[u8], v: &mut Vec<String>, spares: &mut Spares) -> serde_json::Result<()> {
+    if let Ok(text) = simdutf8::basic::from_utf8(bytes) {
+        let mut c = Canonical { text, pos: 0 };
+        if c.strings_into(v, spares).and_then(|()| c.end()).is_some() {
+            return Ok(());
+        }
+    }
+    json_into(bytes, StringsInto(v, spares))
+}
+
+/// A JSON authenticators object into `a`, reusing its lists: the [`Canonical`] fast path for what
+/// this crate writes, else serde ([`AuthenticatorsInto`]).
+pub(crate) fn authenticators_json_into(
+    bytes: &[u8],
+    a: &mut Authenticators,
+    spares: &mut Spares,
+) -> serde_json::Result<()> {
+    if let Ok(text) = simdutf8::basic::from_utf8(bytes) {
+        let mut c = Canonical { text, pos: 0 };
+        if c.authenticators_into(a, spares).and_then(|()| c.end()).is_some() {
+            return Ok(());
+        }
+    }
+    json_into(bytes, AuthenticatorsInto(a, spares))
+}
+
+/// A parser of exactly the JSON this crate stores: serde_json's compact output of the derived
+/// `Serialize` impls (no whitespace, fields in declaration order, and, in the common case, strings
+/// without escapes). Anything else, valid JSON or not, is `None`, and the caller parses the value
+/// again with serde, which then accepts or rejects it exactly as before; so this path only has to
+/// be right on what it accepts. It is the reader's hot path: serde's general parser was a third of
+/// the reader thread's time (key lookups, per-token dispatch), this is a few comparisons.
+struct Canonical<'a> {
+    text: &'a str,
+    pos: usize,
+}
+
+impl Canonical<'_> {
+    fn rest(&self) -> &[u8] {
+        &self.text.as_bytes()[self.pos..]
+    }
+
+    /// Consumes `lit` if the text continues with it.
+    fn lit(&mut self, lit: &str) -> Option<()> {
+        let found = self.rest().starts_with(lit.as_bytes());
+        found.then(|| self.pos += lit.len())
+    }
+
+    fn boolean(&mut self) -> Option<bool> {
+        if self.lit("true").is_some() { Some(true) } else { self.lit("false").map(|()| false) }
+    }
+
+    /// A non-negative integer without sign, fraction, exponent or leading zero that fits a `u32`.
+    fn count(&mut self) -> Option<u32> {
+        let digits = self.rest().iter().take_while(|b| b.is_ascii_digit()).count();
+        if digits == 0 || (digits > 1 && self.rest()[0] == b'0') {
+            return None;
+        }
+        let n = self.text[self.pos..self.pos + digits].parse().ok()?;
+        self.pos += digits;
+        Some(n)
+    }
+
+    /// A string without escapes or control characters, borrowed from the text.
+    fn string(&mut self) -> Option<&str> {
+        self.lit("\"")?;
+        let len = self.rest().iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+        if self.rest()[len] != b'"' {
+            return None;
+        }
+        // Both ends are ASCII quotes, so the slice is on character boundaries.
+        let start = self.pos;
+        self.pos += len + 1;
+        Some(&self.text[start..start + len])
+    }
+
+    /// An array of such strings into `v` (strings reused, taken from or given to `spares`).
+    fn strings_into(&mut self, v: &mut Vec<String>, spares: &mut Spares) -> Option<()> {
+        self.lit("[")?;
+        let mut n = 0;
+        if self.lit("]").is_none() {
+            loop {
+                let s = self.string()?;
+                if n == v.len() {
+                    v.push(spares.take());
+                }
+                set_str(&mut v[n], s);
+                n += 1;
+                if self.lit(",").is_none() {
+                    self.lit("]")?;
+                    break;
+                }
+            }
+        }
+        spares.give_tail(v, n);
+        Some(())
+    }
+
+    fn authenticators_into(&mut self, a: &mut Authenticators, spares: &mut Spares) -> Option<()> {
+        // Destructured so that a new `Authenticators` field fails to compile here until it is read.
+        let Authenticators {
+            password,
+            totp,
+            passkey_count,
+            biometric_count,
+            saml,
+            oauth_providers,
+            mfa_emails,
+            mfa_phones,
+        } = a;
+        self.lit("{\"password\":")?;
+        *password = self.boolean()?;
+        self.lit(",\"totp\":")?;
+        *totp = self.boolean()?;
+        self.lit(",\"passkey_count\":")?;
+        *passkey_count = self.count()?;
+        self.lit(",\"biometric_count\":")?;
+        *biometric_count = self.count()?;
+        self.lit(",\"saml\":")?;
+        *saml = self.boolean()?;
+        self.lit(",\"oauth_providers\":")?;
+        self.strings_into(oauth_providers, spares)?;
+        self.lit(",\"mfa_emails\":")?;
+        self.strings_into(mfa_emails, spares)?;
+        self.lit(",\"mfa_phones\":")?;
+        self.strings_into(mfa_phones, spares)?;
+        self.lit("}")
+    }
+
+    /// The whole text was consumed.
+    fn end(&self) -> Option<()> {
+        (self.pos == self.text.len()).then_some(())
+    }
+}
+
 /// A JSON string into an existing `String`.
 struct StrInto<'a>(&'a mut String);
 
@@ -342,6 +479,9 @@ mod tests {
             let mut slot = dirty();
             let got = json_into(json.as_bytes(), StringsInto(&mut slot, &mut Spares::default())).ok().map(|()| slot);
             assert_eq!(got, want, "{json}");
+            let mut slot = dirty();
+            let got = strings_json_into(json.as_bytes(), &mut slot, &mut Spares::default()).ok().map(|()| slot);
+            assert_eq!(got, want, "fast path: {json}");
         }
 
         let addresses = [
@@ -393,11 +533,77 @@ mod tests {
         for json in authenticators {
             let want = serde_json::from_str::<Authenticators>(json).ok();
             for mut slot in [used(), Authenticators::default()] {
-                let got = json_into(json.as_bytes(), AuthenticatorsInto(&mut slot, &mut Spares::default()))
+                let mut via_serde = slot.clone();
+                let got = json_into(json.as_bytes(), AuthenticatorsInto(&mut via_serde, &mut Spares::default()))
                     .ok()
-                    .map(|()| slot);
+                    .map(|()| via_serde);
                 assert_eq!(got, want, "{json}");
+                let got =
+                    authenticators_json_into(json.as_bytes(), &mut slot, &mut Spares::default()).ok().map(|()| slot);
+                assert_eq!(got, want, "fast path: {json}");
             }
+        }
+    }
+
+    /// The fast path takes what this crate writes (serde_json's output of the derived impls), and
+    /// declines (None: serde decides) anything it does not parse exactly, valid JSON or not.
+    #[test]
+    fn the_canonical_fast_path_takes_what_the_writer_writes() {
+        let parse = |json: &str, a: &mut Authenticators| {
+            let mut c = Canonical { text: json, pos: 0 };
+            c.authenticators_into(a, &mut Spares::default()).and_then(|()| c.end())
+        };
+        let samples = [
+            Authenticators::default(),
+            Authenticators {
+                password: true,
+                totp: true,
+                passkey_count: u32::MAX,
+                biometric_count: 10,
+                saml: true,
+                oauth_providers: vec!["google".into(), "github".into()],
+                mfa_emails: vec!["a@example.com".into()],
+                mfa_phones: vec!["+15551234567".into(), "".into()],
+            },
+        ];
+        for want in samples {
+            let json = serde_json::to_string(&want).unwrap();
+            let mut got = Authenticators { passkey_count: 3, mfa_emails: vec!["old".into()], ..Default::default() };
+            assert_eq!(parse(&json, &mut got), Some(()), "{json}");
+            assert_eq!(got, want);
+            for list in [&want.oauth_providers, &want.mfa_emails] {
+                let json = serde_json::to_string(list).unwrap();
+                let mut c = Canonical { text: &json, pos: 0 };
+                let mut got = vec!["x".to_owned(); 5];
+                assert_eq!(c.strings_into(&mut got, &mut Spares::default()).and_then(|()| c.end()), Some(()));
+                assert_eq!(&got, list);
+            }
+        }
+        let canonical = r#"{"password":true,"totp":false,"passkey_count":2,"biometric_count":0,"saml":false,"oauth_providers":[],"mfa_emails":[],"mfa_phones":[]}"#;
+        assert_eq!(parse(canonical, &mut Authenticators::default()), Some(()));
+        for declined in [
+            // Valid JSON the fast path leaves to serde.
+            r#"{"password":true, "totp":false,"passkey_count":2,"biometric_count":0,"saml":false,"oauth_providers":[],"mfa_emails":[],"mfa_phones":[]}"#,
+            r#"{"totp":false,"password":true,"passkey_count":2,"biometric_count":0,"saml":false,"oauth_providers":[],"mfa_emails":[],"mfa_phones":[]}"#,
+            r#"{"password":true,"totp":false,"passkey_count":2,"biometric_count":0,"saml":false,"oauth_providers":["a"b"],"mfa_emails":[],"mfa_phones":[]}"#,
+            r#"{"password":true}"#,
+            // Invalid for the type, or not JSON at all.
+            r#"{"password":true,"totp":false,"passkey_count":02,"biometric_count":0,"saml":false,"oauth_providers":[],"mfa_emails":[],"mfa_phones":[]}"#,
+            r#"{"password":true,"totp":false,"passkey_count":4294967296,"biometric_count":0,"saml":false,"oauth_providers":[],"mfa_emails":[],"mfa_phones":[]}"#,
+            r#"{"password":true,"totp":false,"passkey_count":-1,"biometric_count":0,"saml":false,"oauth_providers":[],"mfa_emails":[],"mfa_phones":[]}"#,
+            r#"{"password":true,"totp":false,"passkey_count":1.0,"biometric_count":0,"saml":false,"oauth_providers":[],"mfa_emails":[],"mfa_phones":[]}"#,
+            r#"{"password":tru,"totp":false}"#,
+            &format!("{canonical} "),
+            &canonical[..canonical.len() - 1],
+        ] {
+            assert_eq!(parse(declined, &mut Authenticators::default()), None, "{declined}");
+        }
+        for declined in
+            ["[\"a\",]", "[,]", "[\"a\"\"b\"]", "[\"tab\there\"]", "[\"a\\u0041\"]", "[1]", " []", "[\"a\"", "[\"a"]
+        {
+            let mut c = Canonical { text: declined, pos: 0 };
+            let declined_here = c.strings_into(&mut Vec::new(), &mut Spares::default()).and_then(|()| c.end());
+            assert_eq!(declined_here, None, "{declined}");
         }
     }
 

@@ -31,7 +31,7 @@ use userexport_domain::{ProjectId, User, UserFilter, UserId};
 
 use crate::entity::users;
 use crate::error::from_sqlx;
-use crate::reuse::{AuthenticatorsInto, OptInto, Spares, StringsInto, json_into, set_opt_str};
+use crate::reuse::{OptInto, Spares, authenticators_json_into, json_into, set_opt_str, strings_json_into};
 use crate::users::{sql_condition, sql_exact};
 use crate::{Backend, Store, StoreError};
 
@@ -590,7 +590,7 @@ fn decode_into(v: &Values<'_>, parts: UserParts, user: &mut User, spares: &mut S
     *custom_attributes = row.json_part(25)?;
     row.strings_into(26, sso_app_ids, spares)?;
     if selected(27, parts) {
-        json_into(row.bytes(27)?, AuthenticatorsInto(authenticators, spares))
+        authenticators_json_into(row.bytes(27)?, authenticators, spares)
             .map_err(|e| row.corrupt(27, &e.to_string()))?;
     } else {
         *authenticators = Default::default();
@@ -655,7 +655,7 @@ impl<'a> Row<'a> {
     /// A JSON array of strings into `slot`, reusing its strings; emptied when not selected.
     fn strings_into(&self, i: usize, slot: &mut Vec<String>, spares: &mut Spares) -> Result<(), StoreError> {
         if selected(i, self.parts) {
-            json_into(self.bytes(i)?, StringsInto(slot, spares)).map_err(|e| self.corrupt(i, &e.to_string()))
+            strings_json_into(self.bytes(i)?, slot, spares).map_err(|e| self.corrupt(i, &e.to_string()))
         } else {
             slot.clear();
             Ok(())
