@@ -252,26 +252,54 @@ impl Visitor<'_> for StrInto<'_> {
 trait DecodeInto: Default {
     /// What the JSON must hold, for error messages.
     const EXPECTING: &'static str;
-    /// Decodes the value into `slot`, reusing its buffers.
-    fn decode_into<'de, D: Deserializer<'de>>(slot: &mut Self, d: D) -> Result<(), D::Error>;
+    /// Decodes the value into `slot`, reusing its buffers (and spare strings).
+    fn decode_into<'de, D: Deserializer<'de>>(slot: &mut Self, d: D, spares: &mut Spares) -> Result<(), D::Error>;
+    /// A value to decode into where there was none.
+    fn fresh(_spares: &mut Spares) -> Self {
+        Self::default()
+    }
+    /// Gives the value's strings to `spares` (a value that went `null`).
+    fn recycle(self, spares: &mut Spares);
 }
 
 impl DecodeInto for String {
     const EXPECTING: &'static str = "a string";
-    fn decode_into<'de, D: Deserializer<'de>>(slot: &mut Self, d: D) -> Result<(), D::Error> {
+    fn decode_into<'de, D: Deserializer<'de>>(slot: &mut Self, d: D, _: &mut Spares) -> Result<(), D::Error> {
         StrInto(slot).deserialize(d)
+    }
+    fn fresh(spares: &mut Spares) -> Self {
+        spares.take()
+    }
+    fn recycle(self, spares: &mut Spares) {
+        spares.give(self);
     }
 }
 
 impl DecodeInto for Address {
     const EXPECTING: &'static str = "an address object";
-    fn decode_into<'de, D: Deserializer<'de>>(slot: &mut Self, d: D) -> Result<(), D::Error> {
-        d.deserialize_map(AddressInto(slot))
+    fn decode_into<'de, D: Deserializer<'de>>(slot: &mut Self, d: D, spares: &mut Spares) -> Result<(), D::Error> {
+        d.deserialize_map(AddressInto(slot, spares))
+    }
+    fn recycle(self, spares: &mut Spares) {
+        // Destructured so that a new `Address` field fails to compile here until it is recycled.
+        let Address { formatted, street_address, locality, region, postal_code, country } = self;
+        for s in [formatted, street_address, locality, region, postal_code, country].into_iter().flatten() {
+            spares.give(s);
+        }
     }
 }
 
-/// A JSON value or `null` into an existing `Option`, reusing the value already there.
-pub(crate) struct OptInto<'a, T>(pub(crate) &'a mut Option<T>);
+/// A JSON value or `null` into an existing `Option`, reusing the value already there (or spare
+/// strings) and giving a value that went `null` to the spares.
+struct OptInto<'a, T>(&'a mut Option<T>, &'a mut Spares);
+
+impl<T: DecodeInto> OptInto<'_, T> {
+    fn clear(self) {
+        if let Some(old) = self.0.take() {
+            old.recycle(self.1);
+        }
+    }
+}
 
 impl<'de, T: DecodeInto> DeserializeSeed<'de> for OptInto<'_, T> {
     type Value = ();
@@ -286,15 +314,35 @@ impl<'de, T: DecodeInto> Visitor<'de> for OptInto<'_, T> {
         write!(f, "{} or null", T::EXPECTING)
     }
     fn visit_none<E: de::Error>(self) -> Result<(), E> {
-        *self.0 = None;
+        self.clear();
         Ok(())
     }
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        *self.0 = None;
+        self.clear();
         Ok(())
     }
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        T::decode_into(self.0.get_or_insert_default(), d)
+        let OptInto(slot, spares) = self;
+        let value = match slot {
+            Some(value) => value,
+            None => slot.insert(T::fresh(spares)),
+        };
+        T::decode_into(value, d, spares)
+    }
+}
+
+/// An address column (JSON object or `null`) into `slot`; SQL `NULL` is `None` as well.
+pub(crate) fn address_into(
+    bytes: Option<&[u8]>,
+    slot: &mut Option<Address>,
+    spares: &mut Spares,
+) -> serde_json::Result<()> {
+    match bytes {
+        Some(bytes) => json_into(bytes, OptInto(slot, spares)),
+        None => {
+            OptInto(slot, spares).clear();
+            Ok(())
+        }
     }
 }
 
@@ -362,7 +410,7 @@ fn first_time<E: de::Error>(seen: &mut [bool], i: usize, names: &[&'static str])
 
 const ADDRESS_FIELDS: &[&str] = &["formatted", "street_address", "locality", "region", "postal_code", "country"];
 
-struct AddressInto<'a>(&'a mut Address);
+struct AddressInto<'a>(&'a mut Address, &'a mut Spares);
 
 impl<'de> Visitor<'de> for AddressInto<'_> {
     type Value = ();
@@ -371,23 +419,24 @@ impl<'de> Visitor<'de> for AddressInto<'_> {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         // Destructured so that a new `Address` field fails to compile here until it is decoded.
-        let Address { formatted, street_address, locality, region, postal_code, country } = self.0;
-        let mut slots = [formatted, street_address, locality, region, postal_code, country];
+        let AddressInto(address, spares) = self;
+        let Address { formatted, street_address, locality, region, postal_code, country } = address;
+        let slots = [formatted, street_address, locality, region, postal_code, country];
         let mut seen = [false; ADDRESS_FIELDS.len()];
         while let Some(key) = map.next_key_seed(FieldIndex(ADDRESS_FIELDS))? {
             match key {
                 Some(i) => {
                     first_time(&mut seen, i, ADDRESS_FIELDS)?;
-                    map.next_value_seed(OptInto(slots[i]))?;
+                    map.next_value_seed(OptInto(&mut *slots[i], &mut *spares))?;
                 }
                 None => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
         }
-        for (slot, seen) in slots.iter_mut().zip(seen) {
+        for (slot, seen) in slots.into_iter().zip(seen) {
             if !seen {
-                **slot = None;
+                OptInto(slot, &mut *spares).clear();
             }
         }
         Ok(())
@@ -506,7 +555,7 @@ mod tests {
         for json in addresses {
             let want = serde_json::from_str::<Option<Address>>(json).ok();
             for mut slot in [full(), None] {
-                let got = json_into(json.as_bytes(), OptInto(&mut slot)).ok().map(|()| slot);
+                let got = json_into(json.as_bytes(), OptInto(&mut slot, &mut Spares::default())).ok().map(|()| slot);
                 assert_eq!(got, want, "{json}");
             }
         }

@@ -31,7 +31,7 @@ use userexport_domain::{ProjectId, User, UserFilter, UserId};
 
 use crate::entity::users;
 use crate::error::from_sqlx;
-use crate::reuse::{OptInto, Spares, authenticators_json_into, json_into, set_opt_str, strings_json_into};
+use crate::reuse::{Spares, address_into, authenticators_json_into, set_opt_str, strings_json_into};
 use crate::users::{sql_condition, sql_exact};
 use crate::{Backend, Store, StoreError};
 
@@ -307,9 +307,11 @@ async fn read_copy(
     let Pages { tx, recycled, page_size } = pages;
     let mut chunks = conn.copy_out_raw(sql).await.map_err(from_sqlx)?;
     let mut decoder = Decoder::new();
-    let mut page = Vec::with_capacity(page_size);
-    // Users of recycled pages, whose buffers the next rows are decoded into.
-    let mut spare: Vec<User> = Vec::new();
+    // The page being filled: its first `filled` users are this page's; the rest are users of a
+    // recycled page, whose buffers the next rows are decoded into where they lie (a `User` is
+    // hundreds of bytes: moving each one out of a spare list and into the page was memcpy-bound).
+    let mut page: Vec<User> = Vec::with_capacity(page_size);
+    let mut filled = 0usize;
     // Strings of values that went NULL or lists that shrank, for the next rows.
     let mut strings = Spares::default();
     let mut sent = 0u64;
@@ -328,28 +330,25 @@ async fn read_copy(
         }
         let mut stop = false;
         done = decoder.feed(&chunk, |values| {
-            if sent + page.len() as u64 >= limit {
+            if sent + filled as u64 >= limit {
                 stop = true;
                 return Ok(false);
             }
-            let mut user = spare.pop().unwrap_or_else(blank_user);
-            decode_into(values, parts, &mut user, &mut strings)?;
-            if filter.matches(&user) {
-                page.push(user);
-            } else {
-                spare.push(user);
+            if filled == page.len() {
+                page.push(blank_user());
+            }
+            let user = &mut page[filled];
+            decode_into(values, parts, user, &mut strings)?;
+            if filter.matches(user) {
+                filled += 1;
             }
             Ok(true)
         })?;
-        if page.len() >= page_size || (stop && !page.is_empty()) {
-            sent += page.len() as u64;
-            let next = match recycled.try_recv() {
-                Ok(mut used) => {
-                    spare.append(&mut used);
-                    used
-                }
-                Err(_) => Vec::with_capacity(page_size),
-            };
+        if filled >= page_size || (stop && filled > 0) {
+            sent += filled as u64;
+            page.truncate(filled);
+            filled = 0;
+            let next = recycled.try_recv().unwrap_or_else(|_| Vec::with_capacity(page_size));
             let full = std::mem::replace(&mut page, next);
             let sending = std::time::Instant::now();
             if tx.send(Ok(full)).await.is_err() {
@@ -372,6 +371,7 @@ async fn read_copy(
         reading = total.saturating_sub(waited_consumer).as_secs_f64(),
         "snapshot read"
     );
+    page.truncate(filled);
     if !page.is_empty() && tx.send(Ok(page)).await.is_err() {
         return Ok(false);
     }
@@ -575,14 +575,8 @@ fn decode_into(v: &Values<'_>, parts: UserParts, user: &mut User, spares: &mut S
     ] {
         row.opt_text_into(i, slot, spares)?;
     }
-    if parts.address {
-        match row.opt_bytes(20) {
-            Some(b) => json_into(b, OptInto(address)).map_err(|e| row.corrupt(20, &e.to_string()))?,
-            None => *address = None,
-        }
-    } else {
-        *address = None;
-    }
+    let stored = if parts.address { row.opt_bytes(20) } else { None };
+    address_into(stored, address, spares).map_err(|e| row.corrupt(20, &e.to_string()))?;
     *status = row.text(21)?.parse().map_err(|e: String| row.corrupt(21, &e))?;
     *test = row.boolean(22)?;
     row.strings_into(23, roles, spares)?;
