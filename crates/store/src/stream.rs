@@ -312,6 +312,9 @@ async fn read_copy(
     // hundreds of bytes: moving each one out of a spare list and into the page was memcpy-bound).
     let mut page: Vec<User> = Vec::with_capacity(page_size);
     let mut filled = 0usize;
+    // Recycled pages not used yet: a page is allocated only when none is here, so the number of
+    // pages in circulation settles at what the pipeline holds at once.
+    let mut stash: Vec<Vec<User>> = Vec::new();
     // Strings of values that went NULL or lists that shrank, for the next rows.
     let mut strings = Spares::default();
     let mut sent = 0u64;
@@ -348,7 +351,10 @@ async fn read_copy(
             sent += filled as u64;
             page.truncate(filled);
             filled = 0;
-            let next = recycled.try_recv().unwrap_or_else(|_| Vec::with_capacity(page_size));
+            while let Ok(used) = recycled.try_recv() {
+                stash.push(used);
+            }
+            let next = stash.pop().unwrap_or_else(|| Vec::with_capacity(page_size));
             let full = std::mem::replace(&mut page, next);
             let sending = std::time::Instant::now();
             if tx.send(Ok(full)).await.is_err() {
