@@ -432,14 +432,17 @@ impl serde_json::ser::Formatter for CsvJsonFormatter<'_> {
     }
 
     fn begin_array_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
-        if !first {
-            *self.special = true;
-            w.write_all(b",")?;
-        }
-        Ok(())
+        self.separator(w, first)
     }
 
     fn begin_object_key<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+        self.separator(w, first)
+    }
+}
+
+impl CsvJsonFormatter<'_> {
+    /// The `,` before every element or member but the first (and it forces quoting).
+    fn separator<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
         if !first {
             *self.special = true;
             w.write_all(b",")?;

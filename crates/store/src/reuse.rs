@@ -62,11 +62,7 @@ pub(crate) fn set_opt_str(slot: &mut Option<String>, s: Option<&str>, spares: &m
             buf.push_str(s);
             *slot = Some(buf);
         }
-        (_, None) => {
-            if let Some(old) = slot.take() {
-                spares.give(old);
-            }
-        }
+        (_, None) => OptInto(slot, spares).clear(),
     }
 }
 
@@ -93,11 +89,8 @@ pub(crate) fn json_into<'de, S: DeserializeSeed<'de, Value = ()>>(bytes: &'de [u
 /// A JSON array of strings (`login_ids`, `roles`, `sso_app_ids`) into `v`, reusing its strings: the
 /// [`Canonical`] fast path for what this crate writes, else serde ([`StringsInto`]).
 pub(crate) fn strings_json_into(bytes: &[u8], v: &mut Vec<String>, spares: &mut Spares) -> serde_json::Result<()> {
-    if let Ok(text) = simdutf8::basic::from_utf8(bytes) {
-        let mut c = Canonical { text, pos: 0 };
-        if c.strings_into(v, spares).and_then(|()| c.end()).is_some() {
-            return Ok(());
-        }
+    if Canonical::parse(bytes, |c| c.strings_into(v, spares)) {
+        return Ok(());
     }
     json_into(bytes, StringsInto(v, spares))
 }
@@ -109,11 +102,8 @@ pub(crate) fn authenticators_json_into(
     a: &mut Authenticators,
     spares: &mut Spares,
 ) -> serde_json::Result<()> {
-    if let Ok(text) = simdutf8::basic::from_utf8(bytes) {
-        let mut c = Canonical { text, pos: 0 };
-        if c.authenticators_into(a, spares).and_then(|()| c.end()).is_some() {
-            return Ok(());
-        }
+    if Canonical::parse(bytes, |c| c.authenticators_into(a, spares)) {
+        return Ok(());
     }
     json_into(bytes, AuthenticatorsInto(a, spares))
 }
@@ -130,6 +120,14 @@ struct Canonical<'a> {
 }
 
 impl Canonical<'_> {
+    /// Whether `value` parsed the whole of `bytes` (UTF-8 checked once, with SIMD); false means
+    /// "ask serde", and `value` may have written part of its target.
+    fn parse(bytes: &[u8], value: impl FnOnce(&mut Canonical<'_>) -> Option<()>) -> bool {
+        let Ok(text) = simdutf8::basic::from_utf8(bytes) else { return false };
+        let mut c = Canonical { text, pos: 0 };
+        value(&mut c).and_then(|()| c.end()).is_some()
+    }
+
     fn rest(&self) -> &[u8] {
         &self.text.as_bytes()[self.pos..]
     }
@@ -348,7 +346,7 @@ pub(crate) fn address_into(
 
 /// A JSON array of strings into an existing `Vec<String>`, overwriting its strings in place (and
 /// taking or giving spare ones as the list grows or shrinks).
-pub(crate) struct StringsInto<'a>(pub(crate) &'a mut Vec<String>, pub(crate) &'a mut Spares);
+struct StringsInto<'a>(&'a mut Vec<String>, &'a mut Spares);
 
 impl<'de> DeserializeSeed<'de> for StringsInto<'_> {
     type Value = ();
@@ -447,7 +445,7 @@ const AUTHENTICATOR_FIELDS: &[&str] =
     &["password", "totp", "passkey_count", "biometric_count", "saml", "oauth_providers", "mfa_emails", "mfa_phones"];
 
 /// A JSON authenticators object into an existing [`Authenticators`], its lists' strings reused.
-pub(crate) struct AuthenticatorsInto<'a>(pub(crate) &'a mut Authenticators, pub(crate) &'a mut Spares);
+struct AuthenticatorsInto<'a>(&'a mut Authenticators, &'a mut Spares);
 
 impl<'de> DeserializeSeed<'de> for AuthenticatorsInto<'_> {
     type Value = ();
