@@ -16,9 +16,11 @@ const RENAMED: &str = "Renamed During Export";
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn writes_during_an_export_do_not_change_its_snapshot() {
     let _serial = SERIAL.lock().await;
-    let Some(f) = Fault::start("concurrent_writes", &[]).await else { return };
+    // The worker is frozen while the writes run (below); a long lease keeps the sweeper from
+    // handing its task to anyone else meanwhile, however slow the machine.
+    let Some(f) = Fault::start("concurrent_writes", &[("USEREXPORT_LEASE", "120s")]).await else { return };
     let expected = f.seed(14, USERS).await;
-    let _worker = f.worker("worker-a", 1);
+    let worker = f.worker("worker-a", 1);
 
     let t0 = Instant::now();
     let id = f.create_csv_export().await;
@@ -29,7 +31,10 @@ async fn writes_during_an_export_do_not_change_its_snapshot() {
     f.note("enqueue → streaming", t0);
 
     // Writes while it streams, all at the end of the table (not yet read): new users, renamed
-    // users, deleted users (with their login ids).
+    // users, deleted users (with their login ids). The worker is frozen meanwhile (SIGSTOP), with
+    // its snapshot open and mid-stream: an export is now faster than these writes, and the
+    // scenario must not depend on which finishes first.
+    worker.pause();
     let t = Instant::now();
     let new_users: Vec<_> = (USERS..USERS + INSERTED).map(|i| fake::user(14, i)).collect();
     for chunk in new_users.chunks(1000) {
@@ -62,6 +67,7 @@ async fn writes_during_an_export_do_not_change_its_snapshot() {
     let during = f.row(&id).await;
     assert_eq!(during.status, "processing", "the export ended before the writes did: {during:?}");
     assert!((during.rows_written as usize) < expected.len(), "{during:?}");
+    worker.resume();
 
     let done = f.wait_completed(&id, Duration::from_secs(600)).await;
     f.note("enqueue → completed", t0);

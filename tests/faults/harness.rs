@@ -526,6 +526,25 @@ impl Proc {
         let _ = self.child.wait();
     }
 
+    /// Freezes the process (SIGSTOP): it keeps its connections, leases and open transactions but
+    /// does nothing until [`Proc::resume`]. A frozen process is still killed on drop.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused process go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, which: &str) {
+        let status = Command::new("kill")
+            .args([which, &self.pid().to_string()])
+            .status()
+            .unwrap_or_else(|e| panic!("kill {which} {}: {e}", self.label));
+        assert!(status.success(), "kill {which} {} failed: {status}", self.label);
+    }
+
     /// The process's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
