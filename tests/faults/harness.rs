@@ -276,8 +276,10 @@ impl Fault {
 
     /// Creates a CSV export and waits until its first attempt is streaming and has written a quarter
     /// of `users` rows (at least one 8 MiB part is uploaded by then), still `processing` under the
-    /// same upload, so a fault injected now lands mid-stream. Returns the task id and the row then.
-    pub async fn export_a_quarter_written(&self, users: usize) -> (String, TaskRow) {
+    /// same upload. Returns with every one of `workers` frozen ([`Proc::pause`]) and the row read
+    /// while they were, so a fault injected now lands mid-stream however fast the export runs; the
+    /// caller resumes the workers that should go on.
+    pub async fn export_a_quarter_written(&self, users: usize, workers: &[&Proc]) -> (String, TaskRow) {
         let t0 = Instant::now();
         let id = self.create_csv_export().await;
         let first = self
@@ -287,11 +289,17 @@ impl Fault {
             .await;
         self.note("enqueue → first attempt uploading", t0);
         let quarter = users as i64 / 4;
-        let before = self
-            .wait_row(&id, Duration::from_secs(300), "a quarter of the users written", |r| {
-                r.rows_written >= quarter || r.status != "processing"
-            })
-            .await;
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let before = loop {
+            workers.iter().for_each(|w| w.pause());
+            let r = self.row(&id).await;
+            if r.rows_written >= quarter || r.status != "processing" {
+                break r;
+            }
+            workers.iter().for_each(|w| w.resume());
+            assert!(Instant::now() < deadline, "[{}] task {id}: a quarter of the users not written: {r:?}", self.name);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
         assert_eq!(before.status, "processing", "the export finished before the fault: {before:?}");
         assert_eq!(before.upload_id, first.upload_id, "{before:?}");
         (id, before)

@@ -28,8 +28,9 @@ async fn postgres_connections_killed_mid_stream_retry_to_an_exact_file() {
     let mut w = f.worker("worker", 1);
 
     let t0 = Instant::now();
-    let (id, before) = f.export_a_quarter_written(expected.len()).await;
+    let (id, before) = f.export_a_quarter_written(expected.len(), &[&w]).await;
     let killed = terminate_backends(f.admin_url(), f.db_name()).await;
+    w.resume();
     let fault = Instant::now();
     assert!(killed > 0, "no backend was terminated");
     eprintln!("[postgres_killed] terminated {killed} backends at {} rows written", before.rows_written);

@@ -21,11 +21,15 @@ async fn redis_restarted_mid_run_every_task_completes() {
     let t1 = f.create_csv_export().await;
     f.wait_row(&t1, Duration::from_secs(120), "T1 streaming", |r| r.status == "processing" && r.upload_id.is_some())
         .await;
+    // Worker A is frozen from here until Redis is gone, so T1 is still streaming when Redis dies
+    // however fast the export runs.
+    a.pause();
     let t2 = f.create_csv_export().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(f.row(&t2).await.status, "pending");
 
     redis.kill9();
+    a.resume();
     let down = Instant::now();
     eprintln!("[redis_restarted] Redis killed (T1 streaming, T2 queued)");
     let t_down = f.create_csv_export().await;

@@ -15,7 +15,7 @@ async fn an_upload_left_open_by_a_failed_task_is_aborted_by_the_sweeper() {
     let Some(f) = Fault::start("stale_upload_swept", &[]).await else { return };
     let expected = f.seed(17, 200_000).await;
     let mut a = f.worker("worker-a", 1);
-    let (id, before) = f.export_a_quarter_written(expected.len()).await;
+    let (id, before) = f.export_a_quarter_written(expected.len(), &[&a]).await;
     let upload = before.upload_id.clone().expect("an open upload");
     a.kill9();
     // The worker's own give-up path (it keeps the upload id for the sweeper), then past retention.

@@ -15,11 +15,12 @@ async fn worker_killed_mid_export_is_taken_over_and_the_file_is_exact() {
     let mut b = f.worker("worker-b", 1);
 
     let t0 = Instant::now();
-    let (id, before) = f.export_a_quarter_written(expected.len()).await;
+    let (id, before) = f.export_a_quarter_written(expected.len(), &[&a, &b]).await;
     let owner = before.lease_owner.clone().expect("lease owner");
     let (victim, survivor) = if a.owns(&owner) { (&mut a, &mut b) } else { (&mut b, &mut a) };
     assert!(victim.owns(&owner), "the lease owner {owner} is neither worker");
     victim.kill9();
+    survivor.resume();
     let killed = Instant::now();
     eprintln!(
         "[worker_killed] killed {} (pid {}) at {} rows written; {} takes over",
