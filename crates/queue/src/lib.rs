@@ -31,7 +31,9 @@
 //! - **Redis** ([`QueueConfig::Redis`]): keys `<prefix>:*` (`active`, `data`, `meta:<id>`,
 //!   `inflight:<worker>`, `workers`, `scheduled`, `done`, `dead`, …). Needs Redis ≥ 6.2, single
 //!   node or Sentinel (no Cluster), `appendonly yes`, `maxmemory-policy noeviction`. apalis never
-//!   trims finished jobs, so call [`Queue::trim_done`] on a timer.
+//!   trims finished jobs, so call [`Queue::trim_done`] on a timer. [`Queue::enqueue`] also
+//!   publishes the task id on the channel `<prefix>:enqueued`, which wakes idle workers at once
+//!   (they poll every 200 ms as well).
 //! - **SQLite** ([`QueueConfig::Sqlite`]): the embedded mode shares the main database file.
 //!   apalis-sqlite's migrations create the tables `Jobs` and `Workers` (plus sqlx's
 //!   `_sqlx_migrations`), which do not clash with the service's tables (`projects`,
@@ -49,6 +51,7 @@
 mod config;
 mod error;
 mod queue;
+mod wake;
 mod worker;
 
 use serde::{Deserialize, Serialize};

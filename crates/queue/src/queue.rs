@@ -1,6 +1,6 @@
 //! The producer side and housekeeping: connect, enqueue, ping, depth, trim.
 
-use std::{fmt, str::FromStr, time::Duration};
+use std::{fmt, str::FromStr, sync::Arc, time::Duration};
 
 use apalis_core::backend::TaskSink;
 use apalis_redis::{ConnectionManager, RedisStorage};
@@ -9,7 +9,7 @@ use sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use ulid::Ulid;
 use userexport_domain::TaskId;
 
-use crate::{ExportJob, QueueConfig, QueueError, config::redact_url};
+use crate::{ExportJob, QueueConfig, QueueError, config::redact_url, wake, wake::Wake};
 
 /// Default heartbeat interval; leases are renewed on every heartbeat.
 ///
@@ -52,12 +52,24 @@ return #ids
 #[derive(Clone)]
 pub struct Queue {
     pub(crate) backend: Backend,
+    /// Wakes this process's idle workers when a job is enqueued (here, or elsewhere through Redis).
+    pub(crate) wake: Arc<Wake>,
 }
 
 #[derive(Clone)]
 pub(crate) enum Backend {
-    Redis { storage: RedisStorage<ExportJob>, conn: ConnectionManager, prefix: String },
-    Sqlite { storage: SqliteStorage<ExportJob>, pool: SqlitePool, prefix: String },
+    /// `client` opens the workers' job-notification subscription.
+    Redis {
+        storage: RedisStorage<ExportJob>,
+        conn: ConnectionManager,
+        client: Box<redis::Client>,
+        prefix: String,
+    },
+    Sqlite {
+        storage: SqliteStorage<ExportJob>,
+        pool: SqlitePool,
+        prefix: String,
+    },
 }
 
 impl fmt::Debug for Queue {
@@ -141,7 +153,8 @@ impl Queue {
                     None => tracing::warn!("cannot read redis_version from INFO; assuming >= 6.2"),
                 }
                 let storage = RedisStorage::new(conn.clone()).with_config(redis_config(prefix, DEFAULT_HEARTBEAT));
-                Backend::Redis { storage, conn, prefix: prefix.clone() }
+                let client = Box::new(redis::Client::open(url.as_str())?);
+                Backend::Redis { storage, conn, client, prefix: prefix.clone() }
             }
             QueueConfig::Sqlite { url, prefix } => {
                 let options = SqliteConnectOptions::from_str(url)?
@@ -155,7 +168,7 @@ impl Queue {
                 Backend::Sqlite { storage, pool, prefix: prefix.clone() }
             }
         };
-        Ok(Queue { backend })
+        Ok(Queue { backend, wake: Arc::default() })
     }
 
     /// The queue name / key prefix.
@@ -169,9 +182,21 @@ impl Queue {
     pub async fn enqueue(&self, task_id: &TaskId) -> Result<(), QueueError> {
         let job = ExportJob::V1 { task_id: task_id.clone() };
         let res = match &self.backend {
-            Backend::Redis { storage, .. } => {
+            Backend::Redis { storage, conn, prefix, .. } => {
                 let mut storage = storage.clone();
-                bounded(async move { storage.push(job).await.map_err(|e| QueueError::Enqueue(e.to_string())) }).await
+                let res =
+                    bounded(async move { storage.push(job).await.map_err(|e| QueueError::Enqueue(e.to_string())) })
+                        .await;
+                if res.is_ok() {
+                    // Wakes idle workers elsewhere at once; if it fails, their poll finds the job.
+                    let mut conn = conn.clone();
+                    let mut publish = redis::cmd("PUBLISH");
+                    publish.arg(wake::enqueued_channel(prefix)).arg(task_id.as_str());
+                    if let Err(e) = bounded(publish.query_async::<i64>(&mut conn)).await {
+                        tracing::debug!(task_id = %task_id, error = %e, "could not publish the job notification");
+                    }
+                }
+                res
             }
             Backend::Sqlite { storage, .. } => {
                 let mut storage = storage.clone();
@@ -179,6 +204,7 @@ impl Queue {
             }
         };
         if res.is_ok() {
+            self.wake.notify();
             tracing::debug!(task_id = %task_id, queue = self.prefix(), "export job enqueued");
         }
         res

@@ -22,36 +22,42 @@ use tokio::task::JoinHandle;
 use crate::{
     ExportJob, Queue, QueueError,
     queue::{Backend, DEFAULT_HEARTBEAT, redis_config, sqlite_config},
+    wake::{self, Wake},
 };
 
 /// In-process retries of a [`JobOutcome::Retry`] before the job goes back to the backend.
 const IN_PROCESS_RETRIES: usize = 2;
 /// How often an idle worker polls for new jobs (apalis otherwise waits for the next heartbeat).
-/// One cheap script call per poll; 200 ms keeps the pickup latency of a new export well under a
-/// second (it was ~0.8 s at 1 s).
+/// One cheap script call per poll. A job is normally picked up at once, through [`Wake`]; the poll
+/// is the safety net for notifications lost while the subscription was down.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
-/// Wakes an idle worker every [`POLL_INTERVAL`] so that it looks for new jobs.
+/// Wakes an idle worker when its queue's [`Wake`] is notified (a job was enqueued) and every
+/// [`POLL_INTERVAL`], so that it looks for new jobs.
 ///
 /// Unlike apalis' `IntervalStrategy`, which replaces a timer that fired with a new one it does not
 /// poll (so the wake-up that follows is not registered anywhere), this drains every elapsed tick,
 /// which leaves the interval armed for the next one. With apalis' strategy a job enqueued into a
 /// worker that had been idle waited for the worker's next heartbeat: 1.7 s of a 12 s benchmark
 /// export, up to the whole heartbeat interval.
-struct Tick(tokio::time::Interval);
+struct Tick {
+    interval: tokio::time::Interval,
+    wake: Arc<Wake>,
+}
 
 impl Tick {
     /// Must be called within a Tokio runtime.
-    fn new() -> Self {
+    fn new(wake: Arc<Wake>) -> Self {
         let mut interval = tokio::time::interval(POLL_INTERVAL);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        Self(interval)
+        Self { interval, wake }
     }
 }
 
 impl PollStrategy for Tick {
     fn poll_drive(&mut self, cx: &mut Context<'_>, _: &PollSnapshot) -> Poll<Option<()>> {
-        let mut fired = false;
-        while self.0.poll_tick(cx).is_ready() {
+        // Both are polled every time, so that both stay registered for the next wake-up.
+        let mut fired = self.wake.take(cx);
+        while self.interval.poll_tick(cx).is_ready() {
             fired = true;
         }
         if fired { Poll::Ready(Some(())) } else { Poll::Pending }
@@ -71,7 +77,8 @@ pub struct WorkerOptions {
     /// Jobs run at the same time in this process (≥ 1).
     pub concurrency: usize,
     /// Heartbeat interval (≥ 1 s); leases are renewed on each beat and a worker silent for four
-    /// beats is considered dead, its jobs re-run elsewhere. Idle workers also poll every 200 ms.
+    /// beats is considered dead, its jobs re-run elsewhere. Idle workers are woken when a job is
+    /// enqueued and also poll every 200 ms.
     pub heartbeat: Duration,
     /// Upper bound of one attempt; a job running longer is cancelled and retried. After a
     /// shutdown request, running jobs get up to this long to finish.
@@ -110,10 +117,11 @@ pub enum JobOutcome {
     Abort(String),
 }
 
-/// Aborts the spawned handler when the job future is dropped (timeout, forced shutdown).
-struct AbortOnDrop(JoinHandle<JobOutcome>);
+/// Aborts a spawned task when dropped: the job's handler when the job future is dropped (timeout,
+/// forced shutdown), the notification listener when the workers stop.
+struct AbortOnDrop<T>(JoinHandle<T>);
 
-impl Drop for AbortOnDrop {
+impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
@@ -177,8 +185,9 @@ fn restart_budget()
 
 /// Builds a monitor with one worker of `concurrency` slots over `$storage`.
 macro_rules! export_monitor {
-    ($storage:expr, $opts:expr, $service:expr) => {{
+    ($storage:expr, $wake:expr, $opts:expr, $service:expr) => {{
         let storage = $storage;
+        let wake = $wake;
         let service = $service;
         let concurrency = $opts.concurrency;
         Monitor::new()
@@ -186,7 +195,7 @@ macro_rules! export_monitor {
                 let name = Queue::worker_name();
                 tracing::info!(worker = %name, concurrency, "starting export worker");
                 WorkerBuilder::new(name)
-                    .backend(storage.clone().poll_with_strategy(Tick::new()))
+                    .backend(storage.clone().poll_with_strategy(Tick::new(wake.clone())))
                     .concurrency(concurrency)
                     .retry(retry_policy())
                     .catch_panic()
@@ -223,12 +232,16 @@ where
         let handler = handler.clone();
         async move { run_one(handler, job, attempt.current(), timeout).await }
     };
-    let monitor = match queue.backend {
-        Backend::Redis { storage, prefix, .. } => {
-            export_monitor!(storage.with_config(redis_config(&prefix, opts.heartbeat)), opts, service)
+    let wake = queue.wake;
+    let (monitor, _listener) = match queue.backend {
+        Backend::Redis { storage, client, prefix, .. } => {
+            let channel = wake::enqueued_channel(&prefix);
+            let listener = AbortOnDrop(tokio::spawn(wake::listen(*client, channel, wake.clone())));
+            let storage = storage.with_config(redis_config(&prefix, opts.heartbeat));
+            (export_monitor!(storage, wake, opts, service), Some(listener))
         }
         Backend::Sqlite { storage, prefix, .. } => {
-            export_monitor!(storage.with_config(sqlite_config(&prefix, opts.heartbeat)), opts, service)
+            (export_monitor!(storage.with_config(sqlite_config(&prefix, opts.heartbeat)), wake, opts, service), None)
         }
     };
 
