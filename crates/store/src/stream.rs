@@ -472,6 +472,8 @@ fn split_tuple<'a>(data: &'a [u8], values: &mut Values<'a>) -> Option<usize> {
         let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
         pos += 4;
         if len < 0 {
+            // NULL. `values` holds the previous tuple's values: every slot is set, NULLs included.
+            *v = None;
             continue;
         }
         let len = len as usize;
@@ -824,6 +826,33 @@ mod tests {
             assert_eq!(u.logins_count, 3);
             assert!(u.authenticators.password);
         }
+    }
+
+    /// Tuples share one `Values` array: a NULL after a value in the same chunk must read as NULL,
+    /// not as the previous tuple's value (one chunk can hold many tuples).
+    #[test]
+    fn a_null_after_a_value_in_the_same_chunk_is_null() {
+        let id = userexport_domain::UserId::generate();
+        let full = sample_tuple(1, id.as_str());
+        let mut values = [None; 32];
+        split_tuple(&full, &mut values).unwrap();
+        let mut second = values;
+        let other = userexport_domain::UserId::generate();
+        second[1] = Some(other.as_str().as_bytes());
+        second[4] = None; // email
+        second[20] = None; // address
+        let mut stream = BINARY_SIGNATURE.to_vec();
+        stream.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]);
+        stream.extend_from_slice(&full);
+        stream.extend(tuple(&second));
+        stream.extend_from_slice(&(-1i16).to_be_bytes());
+        let mut users = Vec::new();
+        assert!(decode_all(&mut Decoder::new(), &stream, &mut users).unwrap());
+        assert_eq!(users.len(), 2);
+        assert_eq!(users[0].email.as_deref(), Some("é@example.com"));
+        assert_eq!(users[1].id, other);
+        assert_eq!(users[1].email, None);
+        assert_eq!(users[1].address, None);
     }
 
     #[test]
