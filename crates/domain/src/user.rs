@@ -670,15 +670,6 @@ pub enum ViewValue<'a> {
 }
 
 impl ViewValue<'_> {
-    /// Writes the value as JSON onto `w` through `serde_json` with formatter `f`.
-    pub fn write_json<W, F>(&self, w: W, f: F) -> serde_json::Result<()>
-    where
-        W: std::io::Write,
-        F: serde_json::ser::Formatter,
-    {
-        self.serialize(&mut serde_json::Serializer::with_formatter(w, f))
-    }
-
     /// Whether the value is a JSON array or object (rendered as JSON text in CSV cells).
     pub fn is_composite(&self) -> bool {
         match self {
@@ -710,18 +701,21 @@ fn rfc3339_nano_into<'b>(t: &DateTime<Utc>, buf: &'b mut [u8; 32]) -> Option<&'b
             v /= 10;
         }
     }
-    let year = u32::try_from(t.year()).ok().filter(|y| *y <= 9999)?;
-    let nanos = t.nanosecond();
+    // The fields of the UTC date and time, taken once (each accessor of a `DateTime` converts it).
+    let utc = t.naive_utc();
+    let (date, time) = (utc.date(), utc.time());
+    let year = u32::try_from(date.year()).ok().filter(|y| *y <= 9999)?;
+    let nanos = time.nanosecond();
     if nanos >= 1_000_000_000 {
         return None;
     }
     buf[..20].copy_from_slice(b"0000-00-00T00:00:00.");
     digits(&mut buf[0..4], year);
-    digits(&mut buf[5..7], t.month());
-    digits(&mut buf[8..10], t.day());
-    digits(&mut buf[11..13], t.hour());
-    digits(&mut buf[14..16], t.minute());
-    digits(&mut buf[17..19], t.second());
+    digits(&mut buf[5..7], date.month());
+    digits(&mut buf[8..10], date.day());
+    digits(&mut buf[11..13], time.hour());
+    digits(&mut buf[14..16], time.minute());
+    digits(&mut buf[17..19], time.second());
     let mut len = 19;
     if nanos != 0 {
         digits(&mut buf[20..29], nanos);
@@ -968,8 +962,8 @@ impl Serialize for IdentitiesSer<'_> {
                 let mut m = s.serialize_map(None)?;
                 m.serialize_entry("provider_alias", self.0)?;
                 m.serialize_entry("provider_type", self.0)?;
-                m.serialize_entry("provider_subject_id", &format!("{}-{}", self.0, self.1.id))?;
-                m.serialize_entry("user_profile", &Map::new())?;
+                m.serialize_entry("provider_subject_id", &SubjectId(self.0, &self.1.id))?;
+                m.serialize_entry("user_profile", &EmptyObject)?;
                 m.end()
             }
         }
@@ -982,6 +976,25 @@ impl Serialize for IdentitiesSer<'_> {
             seq.serialize_element(&Tagged("oauth", &OAuth(p, u)))?;
         }
         seq.end()
+    }
+}
+
+/// An OAuth identity's `provider_subject_id`, `<provider>-<user id>`, serialized without building
+/// the string first.
+struct SubjectId<'a>(&'a str, &'a UserId);
+
+impl Serialize for SubjectId<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("{}-{}", self.0, self.1))
+    }
+}
+
+/// `{}`.
+struct EmptyObject;
+
+impl Serialize for EmptyObject {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serde::ser::SerializeMap::end(s.serialize_map(Some(0))?)
     }
 }
 

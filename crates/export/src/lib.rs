@@ -48,6 +48,8 @@ use std::io::Write as _;
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
+use json::JsonOut;
+use serde::Serialize as _;
 use serde_json::{Number, Value};
 use userexport_domain::user::{AuthgearPointer, UserParts, ViewValue, with_rfc3339_nano};
 use userexport_domain::{Code, ErrorCode, ExportFormat, ExportSpec, JsonPointer, User, UserView};
@@ -378,77 +380,23 @@ fn write_value_cell(out: &mut Vec<u8>, v: &Value, csv: CsvOptions) -> Result<(),
 
 /// Writes an array or object as a CSV cell: compact, HTML-escaped JSON, quoted when needed.
 ///
-/// The JSON is serialized straight into `out` inside quotes by [`CsvJsonFormatter`], which writes
-/// every `"` doubled as it goes; the opening quote is taken out again when the cell turns out not to
-/// need quoting (`[]`, `[1]`, `{}`), so that the cell is written in one pass instead of serialized,
-/// scanned and copied.
+/// The JSON is serialized straight into `out` inside quotes by [`JsonOut`], which writes every `"`
+/// doubled as it goes and knows whether it wrote a `"` or a `,`; the opening quote is taken out
+/// again when the cell turns out not to need quoting (`[]`, `[1]`, `{}`), so that the cell is
+/// written in one pass instead of serialized, scanned and copied.
 fn write_json_cell(out: &mut Vec<u8>, v: &ViewValue<'_>, csv: CsvOptions) -> Result<(), EncodeError> {
     let start = out.len();
     out.push(b'"');
-    let mut special = false;
-    v.write_json(&mut *out, CsvJsonFormatter { special: &mut special })?;
+    let mut json = JsonOut::new(out, true, true);
+    v.serialize(&mut json)?;
     // Compact JSON starts with `[` or `{`: never a formula, never leading whitespace. It has no raw
     // CR or LF (they are escaped in strings), so `,` and `"` are what force quoting.
-    if csv.quote_all || special {
+    if csv.quote_all || json.special() {
         out.push(b'"');
     } else {
         out.remove(start);
     }
     Ok(())
-}
-
-/// [`HtmlFormatter`]'s JSON as the inside of a quoted CSV field: every `"` it writes is doubled, and
-/// `special` is set when the text holds a `,` or a `"` (either forces quoting), known from the
-/// structure instead of scanned for: a `"` comes with every string (keys included), and a `,` with
-/// every element after the first or inside a string.
-struct CsvJsonFormatter<'a> {
-    special: &'a mut bool,
-}
-
-impl serde_json::ser::Formatter for CsvJsonFormatter<'_> {
-    fn begin_string<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        *self.special = true;
-        w.write_all(b"\"\"")
-    }
-
-    fn end_string<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        w.write_all(b"\"\"")
-    }
-
-    fn write_string_fragment<W: ?Sized + std::io::Write>(&mut self, w: &mut W, fragment: &str) -> std::io::Result<()> {
-        // serde_json escapes `"` itself (write_char_escape): a fragment never holds one.
-        HtmlFormatter.write_string_fragment(w, fragment)
-    }
-
-    fn write_char_escape<W: ?Sized + std::io::Write>(
-        &mut self,
-        w: &mut W,
-        escape: serde_json::ser::CharEscape,
-    ) -> std::io::Result<()> {
-        match escape {
-            serde_json::ser::CharEscape::Quote => w.write_all(b"\\\"\""),
-            other => serde_json::ser::CompactFormatter.write_char_escape(w, other),
-        }
-    }
-
-    fn begin_array_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
-        self.separator(w, first)
-    }
-
-    fn begin_object_key<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
-        self.separator(w, first)
-    }
-}
-
-impl CsvJsonFormatter<'_> {
-    /// The `,` before every element or member but the first (and it forces quoting).
-    fn separator<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
-        if !first {
-            *self.special = true;
-            w.write_all(b",")?;
-        }
-        Ok(())
-    }
 }
 
 /// Appends `bytes` with every `"` doubled, as inside a quoted CSV field.
@@ -464,8 +412,7 @@ fn push_doubling_quotes(out: &mut Vec<u8>, bytes: &[u8]) {
 
 /// Writes an integer in decimal.
 fn write_int(out: &mut Vec<u8>, n: i64) {
-    // Writing into a Vec cannot fail.
-    let _ = write!(out, "{n}");
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// Renders a value found at a pointer as an Authgear CSV cell, before quoting and the formula
@@ -507,29 +454,8 @@ fn write_number(out: &mut Vec<u8>, n: &Number) {
 
 /// Serializes `v` as compact JSON onto `out`, HTML-escaped if asked.
 fn write_json(out: &mut Vec<u8>, v: &ViewValue<'_>, html_escape: bool) -> Result<(), EncodeError> {
-    if html_escape {
-        v.write_json(&mut *out, HtmlFormatter)?;
-    } else {
-        v.write_json(&mut *out, serde_json::ser::CompactFormatter)?;
-    }
+    v.serialize(&mut JsonOut::new(out, html_escape, false))?;
     Ok(())
-}
-
-/// Compact JSON with `<`, `>`, `&`, U+2028 and U+2029 escaped as Go's `json.Marshal` does. They can
-/// only occur inside strings, and serde_json never escapes them itself, so each one arrives whole in
-/// a string fragment.
-struct HtmlFormatter;
-
-impl serde_json::ser::Formatter for HtmlFormatter {
-    fn write_string_fragment<W: ?Sized + std::io::Write>(&mut self, w: &mut W, fragment: &str) -> std::io::Result<()> {
-        let src = fragment.as_bytes();
-        if !src.iter().any(|&b| matches!(b, b'<' | b'>' | b'&' | 0xE2)) {
-            return w.write_all(src);
-        }
-        let mut escaped = Vec::with_capacity(src.len() + 16);
-        escape_html(src, &mut escaped);
-        w.write_all(&escaped)
-    }
 }
 
 /// Copies serialized JSON, escaping `<`, `>`, `&`, U+2028 and U+2029 as Go's `json.Marshal` does.
@@ -630,5 +556,6 @@ fn end_record(line: &mut Vec<u8>, start: usize, fields: usize) {
     line.push(b'\n');
 }
 
+mod json;
 #[cfg(test)]
 mod tests;
