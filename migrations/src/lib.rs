@@ -9,6 +9,7 @@ use sea_orm_migration::prelude::*;
 mod m0001_init;
 mod m0002_search_cursors;
 mod m0003_requeued_at;
+mod m0004_users_count_index;
 
 /// All migrations of the service, in order. Run with `Migrator::up(&db, None)`.
 pub struct Migrator;
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0001_init::Migration),
             Box::new(m0002_search_cursors::Migration),
             Box::new(m0003_requeued_at::Migration),
+            Box::new(m0004_users_count_index::Migration),
         ]
     }
 }

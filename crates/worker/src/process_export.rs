@@ -89,7 +89,7 @@ impl RowsTotal {
         let (store, project, filter, limit) =
             (store.clone(), task.project_id.clone(), task.spec.filter().clone(), task.spec.limit());
         let count = async move {
-            let n = store.count_users(&project, &filter).await?;
+            let n = store.count_users_beside_export(&project, &filter).await?;
             Ok(limit.map_or(n, |limit| n.min(limit)))
         };
         RowsTotal::Counting(tokio::spawn(count.instrument(tracing::Span::current())))
