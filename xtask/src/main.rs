@@ -54,6 +54,9 @@ Commands:
                              `cargo test --workspace --locked` with the USEREXPORT_TEST_* variables.
                              Extra arguments go to `cargo test`, e.g. `cargo xtask test -p userexport-store`
                              or `cargo xtask test -- --nocapture`.
+  bench [BENCH ARGS...]      Check/start PostgreSQL and Redis, start a throwaway s3s-fs with its data
+                             on tmpfs (/dev/shm), build the release binary and run `userexport bench`
+                             against them, e.g. `cargo xtask bench --users 1000000 --runs 5`.
   help                       Print this message.
 
 Environment:
@@ -71,6 +74,13 @@ fn main() -> ExitCode {
     let rest: Vec<String> = args.collect();
     match command.as_deref() {
         Some("test") => match cmd_test(&rest) {
+            Ok(code) => code,
+            Err(err) => {
+                eprintln!("xtask: error: {err:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Some("bench") => match cmd_bench(&rest) {
             Ok(code) => code,
             Err(err) => {
                 eprintln!("xtask: error: {err:#}");
@@ -117,7 +127,7 @@ fn cmd_test(cargo_args: &[String]) -> Result<ExitCode> {
     let mut env = TestEnv::default();
     prepare_postgres(&mut env)?;
     prepare_redis(&mut env)?;
-    prepare_s3(&mut env)?;
+    prepare_s3(&mut env, &std::env::temp_dir())?;
     prepare_sdks(&mut env, &root)?;
     prepare_chromium(&mut env)?;
     // Further prerequisites are added here as `prepare_*(&mut env)?` calls.
@@ -125,6 +135,50 @@ fn cmd_test(cargo_args: &[String]) -> Result<ExitCode> {
 
     let status = run_cargo_test(&root, cargo_args, &env)?;
     drop(env); // stop s3s-fs and remove its data before reporting
+    Ok(exit_code_of(status))
+}
+
+/// `cargo xtask bench`: prepares Postgres, Redis and s3s-fs as for the tests, builds the release
+/// binary and runs `userexport bench` with the given arguments against them.
+///
+/// s3s-fs keeps its data on tmpfs when `/dev/shm` is there: an export to a real S3 does not write
+/// the file to the database host's disk, and on disk the test server's writes (each export twice:
+/// its parts, then the assembled object) compete with Postgres and vary from run to run.
+fn cmd_bench(bench_args: &[String]) -> Result<ExitCode> {
+    let root = repo_root();
+    let mut env = TestEnv::default();
+    prepare_postgres(&mut env)?;
+    prepare_redis(&mut env)?;
+    let shm = Path::new("/dev/shm");
+    let s3_base = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
+    prepare_s3(&mut env, &s3_base)?;
+
+    let build = ["build", "--release", "--locked", "-p", "userexport"];
+    step(&format!("cargo {}", build.join(" ")));
+    let built = Command::new(cargo_bin()).args(build).current_dir(&root).status().context("running cargo build")?;
+    if !built.success() {
+        return Ok(exit_code_of(built));
+    }
+    let var = |key: &str| env.vars.get(key).cloned().unwrap_or_default();
+    let settings = [
+        ("USEREXPORT_DATABASE_URL", var("USEREXPORT_TEST_DATABASE_URL")),
+        ("USEREXPORT_REDIS_URL", var("USEREXPORT_TEST_REDIS_URL")),
+        ("USEREXPORT_S3_ENDPOINT", var("USEREXPORT_TEST_S3_ENDPOINT")),
+        ("USEREXPORT_S3_REGION", var("USEREXPORT_TEST_S3_REGION")),
+        ("USEREXPORT_S3_ACCESS_KEY_ID", var("USEREXPORT_TEST_S3_ACCESS_KEY_ID")),
+        ("USEREXPORT_S3_SECRET_ACCESS_KEY", var("USEREXPORT_TEST_S3_SECRET_ACCESS_KEY")),
+        ("USEREXPORT_S3_BUCKET", format!("bench-{}", random_hex(4))),
+    ];
+    let bin = root.join("target").join("release").join("userexport");
+    step(&format!("{} bench {}", bin.display(), shell_words(bench_args)));
+    let status = Command::new(&bin)
+        .arg("bench")
+        .args(bench_args)
+        .current_dir(&root)
+        .envs(settings)
+        .status()
+        .with_context(|| format!("running {}", bin.display()))?;
+    drop(env); // stop s3s-fs and remove its data
     Ok(exit_code_of(status))
 }
 
@@ -569,9 +623,9 @@ impl Drop for S3Server {
     }
 }
 
-/// Installs s3s-fs if needed, starts it on a free loopback port with fresh credentials and exports
-/// the `USEREXPORT_TEST_S3_*` variables.
-fn prepare_s3(env: &mut TestEnv) -> Result<()> {
+/// Installs s3s-fs if needed, starts it on a free loopback port with fresh credentials and its data
+/// in a new directory under `base`, and exports the `USEREXPORT_TEST_S3_*` variables.
+fn prepare_s3(env: &mut TestEnv, base: &Path) -> Result<()> {
     step(&format!("s3s-fs {S3S_FS_VERSION}"));
     let bin = match find_s3s_fs() {
         Some(bin) => bin,
@@ -582,9 +636,9 @@ fn prepare_s3(env: &mut TestEnv) -> Result<()> {
         Some(v) => info(&format!("warning: {} reports `{v}`, tests target {S3S_FS_VERSION}", bin.display())),
         None => info(&format!("warning: {} --version failed", bin.display())),
     }
-    remove_stale_s3_dirs();
+    remove_stale_s3_dirs(base);
 
-    let dir = std::env::temp_dir().join(format!("{S3_TMP_PREFIX}{}-{}", std::process::id(), random_hex(4)));
+    let dir = base.join(format!("{S3_TMP_PREFIX}{}-{}", std::process::id(), random_hex(4)));
     let data = dir.join("data");
     fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
     let log_path = dir.join("s3s-fs.log");
@@ -666,8 +720,8 @@ fn install_s3s_fs() -> Result<PathBuf> {
 }
 
 /// Removes s3s-fs directories left by runs that were killed (their xtask pid no longer exists).
-fn remove_stale_s3_dirs() {
-    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
+fn remove_stale_s3_dirs(base: &Path) {
+    let Ok(entries) = fs::read_dir(base) else {
         return;
     };
     for entry in entries.flatten() {

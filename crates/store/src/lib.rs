@@ -17,6 +17,7 @@ mod entity;
 mod error;
 mod pg_copy;
 mod projects;
+mod readers;
 mod reuse;
 mod search;
 mod stream;
@@ -82,6 +83,8 @@ pub struct Store {
     db: DatabaseConnection,
     backend: Backend,
     retention: Duration,
+    /// The threads reading export snapshots on Postgres, with their connections.
+    readers: std::sync::Arc<readers::Readers>,
 }
 
 impl Store {
@@ -111,7 +114,7 @@ impl Store {
             });
         }
         let db = Database::connect(opt).await?;
-        Ok(Store { db, backend, retention: DEFAULT_RETENTION })
+        Ok(Store { db, backend, retention: DEFAULT_RETENTION, readers: Default::default() })
     }
 
     /// Sets how long failed and cancelled tasks are kept before they expire (default 24 h).

@@ -15,6 +15,7 @@
 //! builder, which quotes and escapes string literals (`E'…'` with backslash escapes) itself.
 
 use chrono::{DateTime, Utc};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -31,6 +32,7 @@ use userexport_domain::{ProjectId, User, UserFilter, UserId};
 
 use crate::entity::users;
 use crate::error::from_sqlx;
+use crate::readers::{Job, ReaderState};
 use crate::reuse::{Spares, address_into, authenticators_json_into, set_opt_str, strings_json_into};
 use crate::users::{sql_condition, sql_exact};
 use crate::{Backend, Store, StoreError};
@@ -165,6 +167,8 @@ impl Store {
     /// the pool's, which a long export would hold for its whole duration): on the runtime's worker
     /// threads the reader and the task consuming its pages took turns on one core (a task woken by a
     /// channel send goes into the waking thread's LIFO slot, which other threads do not steal from).
+    /// Reader threads and their connections are kept for the store's next exports for a while
+    /// ([`crate::readers`]): opening a connection was a third of a small export's time.
     /// SQLite's keyset pages ([`Store::stream_user_pages`]) must be called within a Tokio runtime.
     pub fn stream_users(
         &self,
@@ -184,27 +188,29 @@ impl Store {
         let options = self.db.get_postgres_connection_pool().connect_options();
         let page_size = usize::try_from(page_size.max(1)).unwrap_or(usize::MAX);
         let span = tracing::Span::current();
-        let reader = move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(runtime) => runtime,
-                Err(e) => {
-                    let err = StoreError::Db(DbErr::Custom(format!("cannot start the COPY reader's runtime: {e}")));
-                    let _ = tx.blocking_send(Err(err));
-                    return;
-                }
-            };
-            let read = async {
-                let pages = Pages { tx: &tx, recycled: &mut recycled, page_size };
-                let read = copy_users(&options, &project, &filter, limit, parts, pages).await;
-                if let Err(e) = read {
-                    let _ = tx.send(Err(e)).await;
-                }
-            };
-            // Entered once for the thread's life (nothing else runs on it), not on every poll.
+        let job: Job = Box::new(move |state, idle| {
+            // Entered for the whole job (nothing else runs on the thread meanwhile), not on every poll.
             let _span = span.enter();
-            runtime.block_on(read);
-        };
-        if let Err(e) = std::thread::Builder::new().name("userexport-copy".into()).spawn(reader) {
+            let ReaderState { runtime, conn } = state;
+            let read = catch_unwind(AssertUnwindSafe(|| {
+                let pages = Pages { tx: &tx, recycled: &mut recycled, page_size };
+                runtime.block_on(copy_users(conn, &options, &project, &filter, limit, parts, pages))
+            }));
+            let failed = match read {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e),
+                Err(_) => Some(StoreError::Db(DbErr::Custom("the COPY reader panicked".into()))),
+            };
+            if let Some(e) = failed {
+                // A stream that just ended would read as a complete export: the consumer must see why.
+                let _ = tx.blocking_send(Err(e));
+            }
+            // Idle again before the consumer sees the end of the stream, so that the next export
+            // finds this thread (and its connection) waiting.
+            idle();
+            drop(tx);
+        });
+        if let Err(e) = self.readers.run(job) {
             let err = StoreError::Db(DbErr::Custom(format!("cannot start the COPY reader thread: {e}")));
             return UserPages::plain(futures_util::stream::iter([Err(err)]).boxed());
         }
@@ -214,10 +220,13 @@ impl Store {
     }
 }
 
-/// The Postgres reader of [`Store::stream_users`], on its own thread and connection: sends pages
-/// through `pages` until the end, the limit, an error (returned) or the consumer going away,
-/// refilling the pages that come back.
+/// The Postgres reader of [`Store::stream_users`], on a reader thread ([`crate::readers`]): sends
+/// pages through `pages` until the end, the limit, an error (returned) or the consumer going away,
+/// refilling the pages that come back. Reads on the connection in `slot` (the one the thread's
+/// previous export left there) or a new one, and leaves it there when the `COPY` was read to its end
+/// and committed.
 async fn copy_users(
+    slot: &mut Option<PgConnection>,
     options: &PgConnectOptions,
     project: &ProjectId,
     filter: &UserFilter,
@@ -227,20 +236,61 @@ async fn copy_users(
 ) -> Result<(), StoreError> {
     let parts = parts.union(filter_parts(filter));
     let sql = copy_statement(project, filter, limit, parts);
-    let mut conn = PgConnection::connect_with(options).await.map_err(from_sqlx)?;
-    sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").execute(&mut conn).await.map_err(from_sqlx)?;
-    let read = read_copy(&mut conn, &sql, filter, parts, limit.unwrap_or(u64::MAX), pages).await;
-    let closed = match &read {
-        // Read-only: ending it either way is the same; closing the connection ends it.
-        Ok(true) => conn.close().await,
-        // Stopped mid-stream (or failed): the rest of the COPY would have to be read before the
-        // connection could say goodbye, so drop it; the server then aborts the statement.
-        _ => conn.close_hard().await,
+    let started = std::time::Instant::now();
+    let kept = slot.take();
+    let reused = kept.is_some();
+    let mut conn = match kept {
+        Some(conn) => conn,
+        None => PgConnection::connect_with(options).await.map_err(from_sqlx)?,
     };
-    if let Err(e) = closed {
-        tracing::debug!(error = %e, "closing the COPY connection failed");
+    if let Err(e) = begin_snapshot(&mut conn).await {
+        if !reused {
+            return Err(e);
+        }
+        // The kept connection was closed under us (a restarted server, a proxy's idle timeout): once
+        // more on a new one.
+        tracing::debug!(error = %e, "the kept COPY connection failed; connecting again");
+        let _ = conn.close_hard().await;
+        conn = PgConnection::connect_with(options).await.map_err(from_sqlx)?;
+        begin_snapshot(&mut conn).await?;
+    }
+    let connecting = started.elapsed();
+    let read = read_copy(&mut conn, &sql, filter, parts, limit.unwrap_or(u64::MAX), pages).await;
+    if let Ok((_, stats)) = &read {
+        let total = started.elapsed();
+        tracing::info!(
+            messages = stats.messages,
+            seconds = total.as_secs_f64(),
+            connection = if reused { "kept" } else { "new" },
+            connecting = connecting.as_secs_f64(),
+            first_row = stats.first_row.as_secs_f64(),
+            waiting_for_consumer = stats.waiting_for_consumer.as_secs_f64(),
+            reading = total.saturating_sub(connecting + stats.waiting_for_consumer).as_secs_f64(),
+            "snapshot read"
+        );
+    }
+    match read {
+        // Read to its end: the connection can be used again once the transaction is over.
+        Ok((true, _)) => match sqlx::raw_sql("COMMIT").execute(&mut conn).await {
+            Ok(_) => *slot = Some(conn),
+            Err(e) => {
+                tracing::debug!(error = %e, "ending the COPY transaction failed");
+                let _ = conn.close_hard().await;
+            }
+        },
+        // Stopped mid-stream (or failed): the rest of the COPY would have to be read before the
+        // connection could be used again, so drop it; the server then aborts the statement.
+        _ => {
+            let _ = conn.close_hard().await;
+        }
     }
     read.map(|_| ())
+}
+
+/// Starts the export's snapshot: one read-only `REPEATABLE READ` transaction for the whole `COPY`.
+async fn begin_snapshot(conn: &mut PgConnection) -> Result<(), StoreError> {
+    sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").execute(conn).await.map_err(from_sqlx)?;
+    Ok(())
 }
 
 /// The parts of a user [`UserFilter::matches`] reads beyond what SQL already checked: none when SQL
@@ -294,8 +344,20 @@ struct Pages<'a> {
     page_size: usize,
 }
 
+/// Where a [`read_copy`] spent its time.
+#[derive(Debug, Default)]
+struct ReadStats {
+    /// `CopyData` messages received (one per row, plus the trailer).
+    messages: u64,
+    /// From sending the `COPY` to its first message (planning and the first rows on the server).
+    first_row: std::time::Duration,
+    /// Waiting for the consumer to take a page.
+    waiting_for_consumer: std::time::Duration,
+}
+
 /// Runs the `COPY` on `conn` and sends the matching users in pages. Ok(true) when the whole stream
-/// was read (the connection is usable again), Ok(false) when it stopped early.
+/// was read (the connection is usable again), Ok(false) when it stopped early; with where the time
+/// went.
 async fn read_copy(
     conn: &mut PgConnection,
     sql: &str,
@@ -303,8 +365,9 @@ async fn read_copy(
     parts: UserParts,
     limit: u64,
     pages: Pages<'_>,
-) -> Result<bool, StoreError> {
+) -> Result<(bool, ReadStats), StoreError> {
     let Pages { tx, recycled, page_size } = pages;
+    let asked = std::time::Instant::now();
     let mut chunks = conn.copy_out_raw(sql).await.map_err(from_sqlx)?;
     let mut decoder = Decoder::new();
     // The page being filled: its first `filled` users are this page's; the rest are users of a
@@ -319,14 +382,15 @@ async fn read_copy(
     let mut scratch = Scratch::default();
     let mut sent = 0u64;
     let mut done = false;
-    // Where the reader's time goes: waiting for the consumer, the rest reading and decoding (timed
-    // per page, not per message: Postgres sends one message per row).
-    let started = std::time::Instant::now();
-    let mut waited_consumer = std::time::Duration::ZERO;
-    let mut messages = 0u64;
+    // Where the reader's time goes: waiting for the consumer (timed per page, not per message:
+    // Postgres sends one message per row), the rest reading and decoding.
+    let mut stats = ReadStats::default();
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(from_sqlx)?;
-        messages += 1;
+        if stats.messages == 0 {
+            stats.first_row = asked.elapsed();
+        }
+        stats.messages += 1;
         if done {
             // Only the trailer can follow it.
             continue;
@@ -358,30 +422,22 @@ async fn read_copy(
             let full = std::mem::replace(&mut page, next);
             let sending = std::time::Instant::now();
             if tx.send(Ok(full)).await.is_err() {
-                return Ok(false); // the consumer is gone
+                return Ok((false, stats)); // the consumer is gone
             }
-            waited_consumer += sending.elapsed();
+            stats.waiting_for_consumer += sending.elapsed();
         }
         if stop || sent >= limit {
-            return Ok(false);
+            return Ok((false, stats));
         }
     }
     if !done {
         return Err(StoreError::Corrupt("the COPY stream ended without its trailer".into()));
     }
-    let total = started.elapsed();
-    tracing::info!(
-        messages,
-        seconds = total.as_secs_f64(),
-        waiting_for_consumer = waited_consumer.as_secs_f64(),
-        reading = total.saturating_sub(waited_consumer).as_secs_f64(),
-        "snapshot read"
-    );
     page.truncate(filled);
     if !page.is_empty() && tx.send(Ok(page)).await.is_err() {
-        return Ok(false);
+        return Ok((false, stats));
     }
-    Ok(true)
+    Ok((true, stats))
 }
 
 /// Incremental decoder of a binary `COPY` stream of [`COLUMNS`].
@@ -1059,6 +1115,36 @@ mod tests {
                 assert_eq!(s.next().await.unwrap().unwrap().len(), 10);
             }
             assert_eq!(store.count_users(&p, &everyone).await.unwrap(), users.len() as u64);
+
+            // A stream read to its end leaves its connection (idle after its COMMIT) to the next one.
+            let kept = |sql: &str| {
+                let sql = format!(
+                    "SELECT {sql} FROM pg_stat_activity WHERE datname = current_database() \
+                     AND state = 'idle' AND query = 'COMMIT'"
+                );
+                let store = store.clone();
+                async move {
+                    let stmt = sea_orm::Statement::from_string(sea_orm::DatabaseBackend::Postgres, sql);
+                    let rows = store.connection().query_all_raw(stmt).await.unwrap();
+                    rows.len()
+                }
+            };
+            let read_all = || async {
+                let pages: Vec<Vec<User>> = store
+                    .stream_users(p.clone(), everyone.clone(), 64, None, UserParts::ALL)
+                    .try_collect()
+                    .await
+                    .unwrap();
+                assert_eq!(pages.concat(), got);
+            };
+            for _ in 0..3 {
+                read_all().await;
+            }
+            assert_eq!(kept("pid").await, 1, "one connection kept for three streams");
+            // Closed by the server while kept: the next stream connects again and reads everything.
+            assert_eq!(kept("pg_terminate_backend(pid)").await, 1);
+            read_all().await;
+            assert_eq!(kept("pid").await, 1);
         })
         .await;
         let dropped =
