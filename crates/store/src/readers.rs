@@ -81,7 +81,13 @@ impl Readers {
 }
 
 /// A reader thread: runs jobs until it has waited [`IDLE`] for one, or its store is gone.
-fn reader_thread(id: u64, tx: mpsc::Sender<Job>, rx: mpsc::Receiver<Job>, idle: Weak<IdleList>, mut state: ReaderState) {
+fn reader_thread(
+    id: u64,
+    tx: mpsc::Sender<Job>,
+    rx: mpsc::Receiver<Job>,
+    idle: Weak<IdleList>,
+    mut state: ReaderState,
+) {
     loop {
         match rx.recv_timeout(IDLE) {
             Ok(job) => {
