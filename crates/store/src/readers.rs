@@ -41,10 +41,17 @@ pub(crate) type Job = Box<dyn FnOnce(&mut ReaderState, &dyn Fn()) + Send>;
 type IdleList = Mutex<Vec<(u64, mpsc::Sender<Job>)>>;
 
 /// The reader threads of one [`Store`](crate::Store) (shared by its clones).
-#[derive(Default)]
 pub(crate) struct Readers {
     idle: Arc<IdleList>,
     next_id: AtomicU64,
+    /// How long a thread waits for another export ([`IDLE`]).
+    wait: Duration,
+}
+
+impl Default for Readers {
+    fn default() -> Self {
+        Self::waiting(IDLE)
+    }
 }
 
 impl std::fmt::Debug for Readers {
@@ -55,6 +62,11 @@ impl std::fmt::Debug for Readers {
 }
 
 impl Readers {
+    /// Reader threads that wait `wait` for another export before they end.
+    pub(crate) fn waiting(wait: Duration) -> Self {
+        Self { idle: Arc::default(), next_id: AtomicU64::new(0), wait }
+    }
+
     /// Runs `job` on the most recently used idle reader thread (whose connection is the one least
     /// likely to have been closed), or on a new thread. Errs only when no thread can be started.
     pub(crate) fn run(&self, mut job: Job) -> std::io::Result<()> {
@@ -73,23 +85,24 @@ impl Readers {
         // Cannot fail: `rx` is alive.
         let _ = tx.send(job);
         let idle = Arc::downgrade(&self.idle);
+        let wait = self.wait;
         std::thread::Builder::new()
             .name("userexport-copy".into())
-            .spawn(move || reader_thread(id, tx, rx, idle, ReaderState { runtime, conn: None }))?;
+            .spawn(move || reader_thread(id, (tx, rx), idle, wait, ReaderState { runtime, conn: None }))?;
         Ok(())
     }
 }
 
-/// A reader thread: runs jobs until it has waited [`IDLE`] for one, or its store is gone.
+/// A reader thread: runs jobs until it has waited `wait` for one, or its store is gone.
 fn reader_thread(
     id: u64,
-    tx: mpsc::Sender<Job>,
-    rx: mpsc::Receiver<Job>,
+    (tx, rx): (mpsc::Sender<Job>, mpsc::Receiver<Job>),
     idle: Weak<IdleList>,
+    wait: Duration,
     mut state: ReaderState,
 ) {
     loop {
-        match rx.recv_timeout(IDLE) {
+        match rx.recv_timeout(wait) {
             Ok(job) => {
                 let listed = std::cell::Cell::new(false);
                 let become_idle = || {
@@ -122,7 +135,7 @@ fn reader_thread(
         }
     }
     if let Some(conn) = state.conn.take() {
-        let closing = tokio::time::timeout(Duration::from_secs(5), conn.close());
-        let _ = state.runtime.block_on(closing);
+        // Within the runtime: the timeout needs its timer, the connection its reactor.
+        let _ = state.runtime.block_on(async { tokio::time::timeout(Duration::from_secs(5), conn.close()).await });
     }
 }

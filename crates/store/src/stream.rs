@@ -1145,6 +1145,20 @@ mod tests {
             assert_eq!(kept("pg_terminate_backend(pid)").await, 1);
             read_all().await;
             assert_eq!(kept("pid").await, 1);
+
+            // A thread that waited long enough for another export closes its connection and ends.
+            let mut store = store.clone();
+            store.readers =
+                std::sync::Arc::new(crate::readers::Readers::waiting(std::time::Duration::from_millis(200)));
+            let pages: Vec<Vec<User>> =
+                store.stream_users(p.clone(), everyone.clone(), 64, None, UserParts::ALL).try_collect().await.unwrap();
+            assert_eq!(pages.concat(), got);
+            assert_eq!(kept("pid").await, 2, "the first store's and this one's");
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while kept("pid").await != 1 {
+                assert!(std::time::Instant::now() < deadline, "the idle reader kept its connection");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
         })
         .await;
         let dropped =
