@@ -517,6 +517,9 @@ async fn copy_anchor(
     let seconds = started.elapsed().as_secs_f64();
     drop(stream);
     drop(conn);
+    // Untimed: write the file out before deleting it, so that its writeback (gigabytes at 10M
+    // users) does not run during, and slow down, the export timed next.
+    let _ = out.into_inner().sync_all().await;
     let _ = tokio::fs::remove_file(path).await;
     let rows = counter.rows();
     eprintln!("bench: {case}: {rows} rows, {bytes} bytes in {seconds:.2}s");

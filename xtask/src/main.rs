@@ -55,8 +55,9 @@ Commands:
                              Extra arguments go to `cargo test`, e.g. `cargo xtask test -p userexport-store`
                              or `cargo xtask test -- --nocapture`.
   bench [BENCH ARGS...]      Check/start PostgreSQL and Redis, start a throwaway s3s-fs with its data
-                             on tmpfs (/dev/shm), build the release binary and run `userexport bench`
-                             against them, e.g. `cargo xtask bench --users 1000000 --runs 5`.
+                             on tmpfs (/dev/shm; USEREXPORT_BENCH_S3_DIR chooses another directory),
+                             build the release binary and run `userexport bench` against them,
+                             e.g. `cargo xtask bench --users 1000000 --runs 5`.
   help                       Print this message.
 
 Environment:
@@ -141,16 +142,21 @@ fn cmd_test(cargo_args: &[String]) -> Result<ExitCode> {
 /// `cargo xtask bench`: prepares Postgres, Redis and s3s-fs as for the tests, builds the release
 /// binary and runs `userexport bench` with the given arguments against them.
 ///
-/// s3s-fs keeps its data on tmpfs when `/dev/shm` is there: an export to a real S3 does not write
-/// the file to the database host's disk, and on disk the test server's writes (each export twice:
-/// its parts, then the assembled object) compete with Postgres and vary from run to run.
+/// s3s-fs keeps its data on tmpfs when `/dev/shm` is there (or in `USEREXPORT_BENCH_S3_DIR`): an
+/// export to a real S3 does not write the file to the database host's disk, and on disk the test
+/// server's writes (each export twice: its parts, then the assembled object) compete with Postgres.
+/// tmpfs is memory: at 10M users the objects are 1–8 GB, and a small machine may want the disk.
 fn cmd_bench(bench_args: &[String]) -> Result<ExitCode> {
     let root = repo_root();
     let mut env = TestEnv::default();
     prepare_postgres(&mut env)?;
     prepare_redis(&mut env)?;
     let shm = Path::new("/dev/shm");
-    let s3_base = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
+    let s3_base = match std::env::var_os("USEREXPORT_BENCH_S3_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None if shm.is_dir() => shm.to_path_buf(),
+        None => std::env::temp_dir(),
+    };
     prepare_s3(&mut env, &s3_base)?;
 
     let build = ["build", "--release", "--locked", "-p", "userexport"];
