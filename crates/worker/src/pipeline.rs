@@ -63,7 +63,9 @@ pub enum Control {
 /// Receives progress reports and decides whether to go on.
 #[async_trait]
 pub trait ProgressObserver: Send {
-    /// Called at most every `progress_every`, between pages.
+    /// Called at most every `progress_every`, between pages, and once more after the last
+    /// output byte is handed to the uploader, so a cancel that arrived during a short export is
+    /// seen before the upload is completed.
     async fn on_progress(&mut self, progress: PipelineProgress) -> Result<Control, WorkerError>;
 }
 
@@ -217,6 +219,9 @@ async fn encode_into(
         waited_upload += sending.elapsed();
     }
     let total = started.elapsed();
+    // The last word before the caller completes the upload: a cancel or a lost lease since the
+    // last report stops the export here (one store round trip per export).
+    let last_word = observer.on_progress(progress).await?;
     tracing::info!(
         rows = progress.rows,
         bytes = progress.bytes,
@@ -226,5 +231,8 @@ async fn encode_into(
         encoding = total.saturating_sub(waited_read + waited_upload).as_secs_f64(),
         "all users encoded"
     );
-    Ok(Encoded::Done(progress))
+    match last_word {
+        Control::Continue => Ok(Encoded::Done(progress)),
+        stop => Ok(Encoded::Stopped(stop)),
+    }
 }
