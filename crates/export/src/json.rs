@@ -541,7 +541,7 @@ mod tests {
         let plain = serde_json::to_vec(v).expect("serde_json serializes it");
         let mut escaped = Vec::new();
         if html {
-            crate::escape_html(&plain, &mut escaped);
+            escape_html(&plain, &mut escaped);
         } else {
             escaped = plain;
         }
@@ -552,6 +552,34 @@ mod tests {
         } else {
             escaped
         }
+    }
+
+    /// Go's HTML escaping applied to serialized JSON, byte by byte: `<`, `>`, `&`, U+2028 and U+2029
+    /// can only occur inside JSON strings, so the replacement is exact. The reference's second step,
+    /// written independently of [`JsonOut::contents`].
+    fn escape_html(src: &[u8], out: &mut Vec<u8>) {
+        let mut start = 0;
+        let mut i = 0;
+        while i < src.len() {
+            let replacement: Option<(&[u8], usize)> = match src[i] {
+                b'<' => Some((b"\\u003c", 1)),
+                b'>' => Some((b"\\u003e", 1)),
+                b'&' => Some((b"\\u0026", 1)),
+                0xE2 if src.get(i + 1) == Some(&0x80) && src.get(i + 2) == Some(&0xA8) => Some((b"\\u2028", 3)),
+                0xE2 if src.get(i + 1) == Some(&0x80) && src.get(i + 2) == Some(&0xA9) => Some((b"\\u2029", 3)),
+                _ => None,
+            };
+            match replacement {
+                Some((rep, len)) => {
+                    out.extend_from_slice(&src[start..i]);
+                    out.extend_from_slice(rep);
+                    i += len;
+                    start = i;
+                }
+                None => i += 1,
+            }
+        }
+        out.extend_from_slice(&src[start..]);
     }
 
     fn check(v: &impl Serialize) {

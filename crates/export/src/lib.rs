@@ -161,12 +161,8 @@ impl ExportEncoder {
             .iter()
             .map(|f| {
                 let mut json_key = Vec::new();
-                let key = Value::String(f.header()).to_string();
-                if html_escape {
-                    escape_html(key.as_bytes(), &mut json_key);
-                } else {
-                    json_key.extend_from_slice(key.as_bytes());
-                }
+                // A string always serializes.
+                let _ = f.header().serialize(&mut JsonOut::new(&mut json_key, html_escape, false));
                 json_key.push(b':');
                 Column { pointer: f.pointer().clone(), authgear: AuthgearPointer::new(f.pointer()), json_key }
             })
@@ -430,7 +426,8 @@ pub fn render_cell(v: Option<&Value>) -> Cow<'_, str> {
         }
         Some(v) => {
             let mut out = Vec::new();
-            escape_html(v.to_string().as_bytes(), &mut out);
+            // A `Value` always serializes (its map keys are strings).
+            let _ = v.serialize(&mut JsonOut::new(&mut out, true, false));
             // Escaping replaces whole characters with ASCII, so the bytes stay valid UTF-8.
             Cow::Owned(String::from_utf8_lossy(&out).into_owned())
         }
@@ -456,33 +453,6 @@ fn write_number(out: &mut Vec<u8>, n: &Number) {
 fn write_json(out: &mut Vec<u8>, v: &ViewValue<'_>, html_escape: bool) -> Result<(), EncodeError> {
     v.serialize(&mut JsonOut::new(out, html_escape, false))?;
     Ok(())
-}
-
-/// Copies serialized JSON, escaping `<`, `>`, `&`, U+2028 and U+2029 as Go's `json.Marshal` does.
-/// These characters can only occur inside JSON strings, so a byte-level replacement is exact.
-fn escape_html(src: &[u8], out: &mut Vec<u8>) {
-    let mut start = 0;
-    let mut i = 0;
-    while i < src.len() {
-        let replacement: Option<(&[u8], usize)> = match src[i] {
-            b'<' => Some((b"\\u003c", 1)),
-            b'>' => Some((b"\\u003e", 1)),
-            b'&' => Some((b"\\u0026", 1)),
-            0xE2 if src.get(i + 1) == Some(&0x80) && src.get(i + 2) == Some(&0xA8) => Some((b"\\u2028", 3)),
-            0xE2 if src.get(i + 1) == Some(&0x80) && src.get(i + 2) == Some(&0xA9) => Some((b"\\u2029", 3)),
-            _ => None,
-        };
-        match replacement {
-            Some((rep, len)) => {
-                out.extend_from_slice(&src[start..i]);
-                out.extend_from_slice(rep);
-                i += len;
-                start = i;
-            }
-            None => i += 1,
-        }
-    }
-    out.extend_from_slice(&src[start..]);
 }
 
 /// Whether a field contains a byte that forces quoting (`,` `"` CR LF). Eight bytes at a time: most
