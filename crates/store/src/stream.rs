@@ -968,6 +968,17 @@ mod tests {
         assert_eq!(users[1].address, None);
     }
 
+    /// `is_text` names exactly the text columns of [`COLUMNS`]: a text column it missed would be read
+    /// from a stale span of the joined text.
+    #[test]
+    fn is_text_matches_the_entity() {
+        use sea_orm::{ColumnTrait, ColumnType};
+        for (i, column) in COLUMNS.iter().enumerate() {
+            let text = matches!(column.def().get_column_type(), ColumnType::String(_) | ColumnType::Text);
+            assert_eq!(is_text(i), text, "{} ({i})", COLUMN_NAMES[i]);
+        }
+    }
+
     /// Text that is not UTF-8 is an error naming its column, also when the joined text of the row is
     /// UTF-8 because two columns each hold half of one character.
     #[test]
