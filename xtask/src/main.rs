@@ -159,12 +159,6 @@ fn cmd_bench(bench_args: &[String]) -> Result<ExitCode> {
     };
     prepare_s3(&mut env, &s3_base)?;
 
-    let build = ["build", "--release", "--locked", "-p", "userexport"];
-    step(&format!("cargo {}", build.join(" ")));
-    let built = Command::new(cargo_bin()).args(build).current_dir(&root).status().context("running cargo build")?;
-    if !built.success() {
-        return Ok(exit_code_of(built));
-    }
     let var = |key: &str| env.vars.get(key).cloned().unwrap_or_default();
     let settings = [
         ("USEREXPORT_DATABASE_URL", var("USEREXPORT_TEST_DATABASE_URL")),
@@ -175,15 +169,16 @@ fn cmd_bench(bench_args: &[String]) -> Result<ExitCode> {
         ("USEREXPORT_S3_SECRET_ACCESS_KEY", var("USEREXPORT_TEST_S3_SECRET_ACCESS_KEY")),
         ("USEREXPORT_S3_BUCKET", format!("bench-{}", random_hex(4))),
     ];
-    let bin = root.join("target").join("release").join("userexport");
-    step(&format!("{} bench {}", bin.display(), shell_words(bench_args)));
-    let status = Command::new(&bin)
-        .arg("bench")
+    // `cargo run` builds the release binary where cargo keeps it (`CARGO_TARGET_DIR` included).
+    let run = ["run", "--release", "--locked", "-p", "userexport", "--", "bench"];
+    step(&format!("cargo {} {}", run.join(" "), shell_words(bench_args)));
+    let status = Command::new(cargo_bin())
+        .args(run)
         .args(bench_args)
         .current_dir(&root)
         .envs(settings)
         .status()
-        .with_context(|| format!("running {}", bin.display()))?;
+        .context("running cargo run")?;
     drop(env); // stop s3s-fs and remove its data
     Ok(exit_code_of(status))
 }
