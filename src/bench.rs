@@ -14,7 +14,11 @@
 //!      the number of non-test users, the stored object's size equals `bytes_written`) and deleted;
 //! 3. reads the worker's peak RSS (`VmHWM`) per export (reset through `/proc/<pid>/clear_refs`
 //!    before each one where the kernel allows it) and once more before stopping the worker;
-//! 4. prints a table, or one JSON object with `--json`: seconds are medians over the rounds, a
+//! 4. reads where each export's time went from the worker's own `/metrics`
+//!    (`userexport_export_phase_seconds`): streaming (read, encode, upload every part) and
+//!    completing (the S3 server assembles the object), so that a table shows how much of a ratio is
+//!    ours and how much the object store's;
+//! 5. prints a table, or one JSON object with `--json`: seconds are medians over the rounds, a
 //!    case's ratio is the median of its per-round ratios to the same round's anchor (with the range),
 //!    because a shared 2-core box varies ±20 % from run to run. Progress goes to stderr.
 
@@ -108,6 +112,14 @@ pub struct CaseResult {
     /// Peak resident set size of the worker process during this export (the largest over the
     /// rounds), in MiB (`None` where `/proc` is unavailable).
     pub worker_peak_rss_mib: Option<f64>,
+    /// Median seconds of the streaming phase (read, encode, upload every part), from the worker's
+    /// metrics (`None` when they could not be read).
+    pub streaming_seconds: Option<f64>,
+    /// The median over the rounds of the streaming phase ÷ the same round's anchor: the ratio
+    /// without the object store's completion.
+    pub streaming_ratio: Option<f64>,
+    /// Median seconds of the completing phase (the object store assembles the multipart upload).
+    pub completing_seconds: Option<f64>,
 }
 
 /// Everything one `bench` run measured.
@@ -144,6 +156,41 @@ struct Run {
     seconds: f64,
     /// The worker's peak RSS during the run (exports only).
     rss_mib: Option<f64>,
+    /// The export's phases as the worker measured them (exports only).
+    phases: Option<Phases>,
+}
+
+/// Seconds an export spent in the worker's phases (see `userexport_export_phase_seconds`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Phases {
+    streaming: f64,
+    completing: f64,
+    /// Completed exports counted by the histogram (a difference of two scrapes must be 1).
+    count: f64,
+}
+
+impl Phases {
+    /// The phase sums and count of a Prometheus text exposition; None when the worker has not
+    /// completed any export yet (the series do not exist).
+    fn parse(text: &str) -> Option<Self> {
+        let value = |series: &str| text.lines().find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok());
+        Some(Self {
+            streaming: value(&format!("{PHASE_METRIC}_sum{{phase=\"streaming\"}}"))?,
+            completing: value(&format!("{PHASE_METRIC}_sum{{phase=\"completing\"}}"))?,
+            count: value(&format!("{PHASE_METRIC}_count{{phase=\"streaming\"}}"))?,
+        })
+    }
+
+    /// What one export added between two scrapes; None unless exactly one export completed.
+    fn since(self, before: Option<Self>) -> Option<Self> {
+        let b = before.unwrap_or_default();
+        let d = Self {
+            streaming: self.streaming - b.streaming,
+            completing: self.completing - b.completing,
+            count: self.count - b.count,
+        };
+        (d.count == 1.0).then_some(d)
+    }
 }
 
 /// The median of `v` (the mean of the middle two for an even count); 0 for none.
@@ -182,6 +229,13 @@ impl CaseResult {
         let samples: Vec<f64> = runs.iter().map(|r| r.seconds).collect();
         let ratios: Vec<f64> = samples.iter().zip(&anchor.samples).map(|(s, a)| s / a.max(1e-9)).collect();
         let seconds = median(&samples);
+        // Phase figures only when every round has them, so that medians compare like with like.
+        let phases: Option<Vec<Phases>> = runs.iter().map(|r| r.phases).collect();
+        let phase_median =
+            |f: fn(&Phases) -> f64| phases.as_ref().map(|p| median(&p.iter().map(f).collect::<Vec<_>>()));
+        let streaming_ratio = phases.as_ref().map(|p| {
+            median(&p.iter().zip(&anchor.samples).map(|(p, a)| p.streaming / a.max(1e-9)).collect::<Vec<_>>())
+        });
         let (rows, bytes) = runs.last().map_or((0, 0), |r| (r.rows, r.bytes));
         Self {
             case: case.to_owned(),
@@ -197,6 +251,9 @@ impl CaseResult {
             ratio_max: ratios.iter().copied().fold(0.0, f64::max),
             samples,
             worker_peak_rss_mib: runs.iter().filter_map(|r| r.rss_mib).reduce(f64::max),
+            streaming_seconds: phase_median(|p| p.streaming),
+            streaming_ratio,
+            completing_seconds: phase_median(|p| p.completing),
         }
     }
 }
@@ -389,10 +446,15 @@ async fn measure(
         }
         for ((name, spec), runs) in specs.iter().zip(&mut case_runs) {
             reset_every_time &= worker.reset_peak_rss();
+            let before = worker.phases().await;
             eprintln!("bench: {name}: exporting through the worker");
             let mut run = run_task(c, project, spec, worker, name).await?;
             check_rows(name, run.rows, expected_rows)?;
             run.rss_mib = worker.peak_rss_mib();
+            run.phases = worker.phases().await.and_then(|after| after.since(before));
+            if run.phases.is_none() {
+                eprintln!("bench: warning: {name}: no phase timings from the worker's /metrics");
+            }
             eprintln!(
                 "bench: {name}: {} rows, {} bytes in {:.2}s ({:.0} users/s)",
                 run.rows,
@@ -481,7 +543,7 @@ async fn run_task(
         Some(size) => bail!("{name}: the object has {size} bytes, the task says {}", done.bytes_written),
         None => bail!("{name}: the object {key} does not exist"),
     }
-    Ok(Run { rows: done.rows_written, bytes: done.bytes_written, seconds, rss_mib: None })
+    Ok(Run { rows: done.rows_written, bytes: done.bytes_written, seconds, rss_mib: None, phases: None })
 }
 
 /// Times `COPY (SELECT <the export's columns> …) TO STDOUT` into `path`.
@@ -523,7 +585,7 @@ async fn copy_anchor(
     let _ = tokio::fs::remove_file(path).await;
     let rows = counter.rows();
     eprintln!("bench: {case}: {rows} rows, {bytes} bytes in {seconds:.2}s");
-    Ok(Run { rows, bytes, seconds, rss_mib: None })
+    Ok(Run { rows, bytes, seconds, rss_mib: None, phases: None })
 }
 
 /// Counts rows of `COPY` output: newlines outside quotes (CSV, minus the header line) or newlines
@@ -577,9 +639,14 @@ fn random_suffix() -> String {
         .collect()
 }
 
+/// The worker's histogram of export phases.
+const PHASE_METRIC: &str = "userexport_export_phase_seconds";
+
 /// A `userexport worker` child process, killed if dropped while running.
 struct WorkerProcess {
     child: std::process::Child,
+    /// Where the worker serves its own `/metrics`.
+    metrics_addr: std::net::SocketAddr,
 }
 
 impl WorkerProcess {
@@ -595,8 +662,20 @@ impl WorkerProcess {
                 None => cmd.env_remove(name),
             };
         }
+        // A port free a moment ago; were it taken meanwhile, only the phase columns stay empty.
+        let metrics_addr = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .and_then(|l| l.local_addr())
+            .context("cannot find a free port for the worker's metrics")?;
+        cmd.env("USEREXPORT_WORKER_METRICS_BIND", metrics_addr.to_string());
         let child = cmd.spawn().context("cannot start the worker process")?;
-        Ok(Self { child })
+        Ok(Self { child, metrics_addr })
+    }
+
+    /// The phase sums of the worker's `/metrics`; None when unreadable or before the first export.
+    async fn phases(&self) -> Option<Phases> {
+        let addr = self.metrics_addr;
+        let text = tokio::task::spawn_blocking(move || scrape(addr)).await.ok()?.ok()?;
+        Phases::parse(&text)
     }
 
     fn pid(&self) -> u32 {
@@ -662,6 +741,21 @@ impl Drop for WorkerProcess {
     }
 }
 
+/// `GET /metrics` over HTTP/1.0 (the answer ends with the connection): the body of a 200.
+fn scrape(addr: std::net::SocketAddr) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let timeout = Duration::from_secs(5);
+    let mut conn = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+    conn.set_read_timeout(Some(timeout))?;
+    conn.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())?;
+    let mut response = String::new();
+    conn.read_to_string(&mut response)?;
+    match response.split_once("\r\n\r\n") {
+        Some((head, body)) if head.split_whitespace().nth(1) == Some("200") => Ok(body.to_owned()),
+        _ => Err(std::io::Error::other(format!("{addr}/metrics did not answer 200"))),
+    }
+}
+
 /// `VmHWM` of a `/proc/<pid>/status` text, in KiB.
 fn parse_vm_hwm_kib(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -711,22 +805,33 @@ pub fn render_table(r: &BenchReport) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
     let rss = |v: Option<f64>| v.map(|m| format!("{m:.1}")).unwrap_or_else(|| "-".into());
+    let fixed = |v: Option<f64>| v.map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into());
     let _ = writeln!(
         s,
-        "{:<14} {:>10} {:>14} {:>9} {:>10} {:>7} {:>11} {:>14}",
-        "case", "users", "bytes", "seconds", "users/s", "ratio", "ratio range", "worker RSS MiB"
+        "{:<14} {:>10} {:>14} {:>9} {:>10} {:>7} {:>11} {:>14} {:>9} {:>9} {:>10}",
+        "case",
+        "users",
+        "bytes",
+        "seconds",
+        "users/s",
+        "ratio",
+        "ratio range",
+        "worker RSS MiB",
+        "streaming",
+        "str.ratio",
+        "completing"
     );
     for a in &r.anchors {
         let _ = writeln!(
             s,
-            "{:<14} {:>10} {:>14} {:>9.2} {:>10.0} {:>7.2} {:>11} {:>14}",
-            a.case, a.rows, a.bytes, a.seconds, a.users_per_second, a.ratio, "-", "-"
+            "{:<14} {:>10} {:>14} {:>9.2} {:>10.0} {:>7.2} {:>11} {:>14} {:>9} {:>9} {:>10}",
+            a.case, a.rows, a.bytes, a.seconds, a.users_per_second, a.ratio, "-", "-", "-", "-", "-"
         );
     }
     for c in &r.cases {
         let _ = writeln!(
             s,
-            "{:<14} {:>10} {:>14} {:>9.2} {:>10.0} {:>7.2} {:>11} {:>14}",
+            "{:<14} {:>10} {:>14} {:>9.2} {:>10.0} {:>7.2} {:>11} {:>14} {:>9} {:>9} {:>10}",
             c.case,
             c.rows,
             c.bytes,
@@ -734,13 +839,18 @@ pub fn render_table(r: &BenchReport) -> String {
             c.users_per_second,
             c.ratio,
             format!("{:.2}–{:.2}", c.ratio_min, c.ratio_max),
-            rss(c.worker_peak_rss_mib)
+            rss(c.worker_peak_rss_mib),
+            fixed(c.streaming_seconds),
+            fixed(c.streaming_ratio),
+            fixed(c.completing_seconds)
         );
     }
     let _ = writeln!(
         s,
         "\n{} users seeded (seed {}), {} exported; {} round{}: seconds are medians, ratio = the median of each \
-         round's seconds ÷ the same round's COPY anchor of the same format; worker peak RSS over the run: {} MiB{}",
+         round's seconds ÷ the same round's COPY anchor of the same format; streaming and completing are the worker's \
+         phases (completing: the S3 server assembles the object), str.ratio the streaming phase's ratio; worker peak \
+         RSS over the run: {} MiB{}",
         r.users,
         r.seed,
         r.expected_rows,
@@ -755,6 +865,29 @@ pub fn render_table(r: &BenchReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn phases_come_from_the_worker_histogram() {
+        let scrape = |streaming: f64, completing: f64, count: u32| {
+            format!(
+                "# TYPE userexport_export_phase_seconds histogram\n\
+                 userexport_export_phase_seconds_bucket{{phase=\"streaming\",le=\"+Inf\"}} {count}\n\
+                 userexport_export_phase_seconds_sum{{phase=\"completing\"}} {completing}\n\
+                 userexport_export_phase_seconds_count{{phase=\"completing\"}} {count}\n\
+                 userexport_export_phase_seconds_sum{{phase=\"streaming\"}} {streaming}\n\
+                 userexport_export_phase_seconds_count{{phase=\"streaming\"}} {count}\n\
+                 userexport_export_phase_seconds_sum{{phase=\"starting\"}} 0.01\n"
+            )
+        };
+        assert_eq!(Phases::parse("# nothing completed yet\n"), None);
+        let first = Phases::parse(&scrape(4.5, 1.5, 1)).unwrap();
+        assert_eq!(first, Phases { streaming: 4.5, completing: 1.5, count: 1.0 });
+        assert_eq!(first.since(None), Some(first), "the first export: no series before it");
+        let second = Phases::parse(&scrape(6.0, 2.0, 2)).unwrap();
+        assert_eq!(second.since(Some(first)), Some(Phases { streaming: 1.5, completing: 0.5, count: 1.0 }));
+        assert_eq!(second.since(None), None, "two exports between the scrapes are not one export's phases");
+        assert_eq!(first.since(Some(first)), None, "no export between the scrapes");
+    }
 
     #[test]
     fn csv_rows_ignore_newlines_in_quoted_fields() {
@@ -772,7 +905,7 @@ mod tests {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
         assert_eq!(median(&[]), 0.0);
-        let run = |seconds| Run { rows: 10, bytes: 100, seconds, rss_mib: Some(seconds) };
+        let run = |seconds| Run { rows: 10, bytes: 100, seconds, rss_mib: Some(seconds), phases: None };
         let anchor = AnchorResult::from_runs("copy_csv", ExportFormat::Csv, &[run(1.0), run(2.0), run(4.0)]);
         assert_eq!((anchor.seconds, anchor.samples.len(), anchor.users_per_second), (2.0, 3, 5.0));
         let spec = ExportSpec::builder(ExportFormat::Csv).build().unwrap();
@@ -780,6 +913,25 @@ mod tests {
         let case = CaseResult::from_runs("csv_41_fields", &spec, &[run(3.0), run(2.0), run(2.0)], &anchor);
         assert_eq!((case.seconds, case.ratio, case.ratio_min, case.ratio_max), (2.0, 1.0, 0.5, 3.0));
         assert_eq!((case.fields, case.worker_peak_rss_mib), (41, Some(3.0)));
+        assert_eq!((case.streaming_seconds, case.streaming_ratio, case.completing_seconds), (None, None, None));
+        // Phases: streaming 2.0, 1.0, 1.0 against anchors 1, 2, 4 → per-round ratios 2.0, 0.5, 0.25.
+        let phased = |seconds, streaming| Run {
+            phases: Some(Phases { streaming, completing: seconds - streaming, count: 1.0 }),
+            ..run(seconds)
+        };
+        let case = CaseResult::from_runs(
+            "csv_41_fields",
+            &spec,
+            &[phased(3.0, 2.0), phased(2.0, 1.0), phased(2.0, 1.0)],
+            &anchor,
+        );
+        assert_eq!(
+            (case.streaming_seconds, case.streaming_ratio, case.completing_seconds),
+            (Some(1.0), Some(0.5), Some(1.0))
+        );
+        let partly =
+            CaseResult::from_runs("csv_41_fields", &spec, &[phased(3.0, 2.0), run(2.0), phased(2.0, 1.0)], &anchor);
+        assert_eq!(partly.streaming_ratio, None, "phases of only some rounds are not summarized");
         let table = render_table(&BenchReport {
             users: 10,
             seed: 1,
@@ -793,6 +945,7 @@ mod tests {
             worker_peak_rss_mib: Some(3.0),
         });
         assert!(table.contains("0.50–3.00") && table.contains("3 rounds"), "{table}");
+        assert!(table.lines().nth(2).is_some_and(|l| l.ends_with("1.00      0.50       1.00")), "{table}");
     }
 
     #[test]

@@ -77,6 +77,14 @@ async fn bench_measures_copy_anchors_and_worker_exports() {
         let (lo, mid, hi) =
             (case["ratio_min"].as_f64().unwrap(), case["ratio"].as_f64().unwrap(), case["ratio_max"].as_f64().unwrap());
         assert!(lo <= mid && mid <= hi, "{case}");
+        // The worker's phases were read from its /metrics for every round; each lies within the
+        // export's wall time (medians of two rounds: within the larger one).
+        let longest = case["samples"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).fold(0.0, f64::max);
+        for phase in ["streaming_seconds", "completing_seconds"] {
+            let took = case[phase].as_f64().unwrap_or_else(|| panic!("no {phase}: {case}"));
+            assert!(took > 0.0 && took <= longest, "{phase}: {case}");
+        }
+        assert!(case["streaming_ratio"].as_f64().is_some_and(|r| r > 0.0 && r < mid), "{case}");
     }
     // Narrower rows make a smaller file from the same users.
     assert!(cases[1]["bytes"].as_u64().unwrap() < cases[0]["bytes"].as_u64().unwrap());

@@ -18,6 +18,10 @@ pub const ROWS_EXPORTED: &str = "userexport_rows_exported_total";
 pub const BYTES_EXPORTED: &str = "userexport_bytes_exported_total";
 /// Histogram (seconds): duration of completed exports, claim to completion.
 pub const EXPORT_DURATION: &str = "userexport_export_duration_seconds";
+/// Histogram (seconds): the phases of a completed export, by `phase`: `starting` (claim, count,
+/// upload started), `streaming` (read, encode, upload every part), `completing` (the storage
+/// publishes the object). Where an export's time goes; `userexport bench` reads it.
+pub const EXPORT_PHASE_DURATION: &str = "userexport_export_phase_seconds";
 /// Histogram (seconds): duration of one multipart part upload (recorded by the pipeline).
 pub const UPLOAD_PART_DURATION: &str = "userexport_upload_part_seconds";
 /// Gauge: export attempts running in this process.
@@ -36,6 +40,11 @@ pub fn describe() {
     describe_counter!(ROWS_EXPORTED, "Rows written by completed exports, by dialect and format.");
     describe_counter!(BYTES_EXPORTED, Unit::Bytes, "Bytes written by completed exports, by dialect and format.");
     describe_histogram!(EXPORT_DURATION, Unit::Seconds, "Duration of completed exports, by dialect and format.");
+    describe_histogram!(
+        EXPORT_PHASE_DURATION,
+        Unit::Seconds,
+        "Phases of completed exports (starting, streaming, completing), by phase."
+    );
     describe_histogram!(UPLOAD_PART_DURATION, Unit::Seconds, "Duration of one multipart part upload.");
     describe_gauge!(WORKER_IN_FLIGHT, "Export attempts running in this process.");
     describe_gauge!(QUEUE_DEPTH, "Export jobs waiting in the queue.");

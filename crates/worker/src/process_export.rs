@@ -326,6 +326,9 @@ impl ExportWorker {
         metrics::counter!(metric::BYTES_EXPORTED, "dialect" => dialect, "format" => format).increment(progress.bytes);
         metrics::histogram!(metric::EXPORT_DURATION, "dialect" => dialect, "format" => format)
             .record(started.elapsed().as_secs_f64());
+        for (phase, took) in [("starting", starting), ("streaming", streaming), ("completing", completing)] {
+            metrics::histogram!(metric::EXPORT_PHASE_DURATION, "phase" => phase).record(took.as_secs_f64());
+        }
         tracing::info!(
             rows = progress.rows,
             bytes = progress.bytes,
