@@ -10,7 +10,9 @@ use serde_json::json;
 use userexport_domain::{ExportFormat, ExportSpec, JsonPointer, ProjectId, SigningKeyId, UserFilter, UserView, fake};
 use userexport_storage::{StorageError, Upload};
 use userexport_store::Store;
-use userexport_worker::{Control, PipelineConfig, PipelineOutcome, PipelineProgress, ProgressObserver, WorkerError};
+use userexport_worker::{
+    Control, PipelineConfig, PipelineOutcome, PipelineProgress, ProgressObserver, UploadStarter, WorkerError,
+};
 
 use crate::cli::ExportArgs;
 
@@ -270,15 +272,29 @@ pub async fn export(store: &Store, args: &ExportArgs) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     let total = store.count_users(&project, spec.filter()).await?;
-    let upload = Box::new(FileUpload::create(&out).await?);
+    let mut starter = FileStarter(Some(FileUpload::create(&out).await?));
     let started = Instant::now();
     let mut observer = BarObserver((!args.json).then(|| progress_bar(total, "exporting")));
     let cfg = PipelineConfig { progress_every: Duration::from_millis(200), ..PipelineConfig::default() };
-    let outcome = userexport_worker::run_pipeline(store, &project, &spec, upload, &cfg, &mut observer).await?;
-    let PipelineOutcome::Finished { progress, upload } = outcome else {
-        bail!("the export stopped early");
+    let outcome = userexport_worker::run_pipeline(store, &project, &spec, &mut starter, &cfg, &mut observer).await?;
+    let progress = match outcome {
+        PipelineOutcome::Finished { progress, upload } => {
+            upload.complete().await?;
+            progress
+        }
+        PipelineOutcome::Whole { progress, body } => {
+            let mut upload = Box::new(starter.0.take().context("the export file was handed out twice")?);
+            upload.put_part(body).await?;
+            upload.complete().await?;
+            progress
+        }
+        PipelineOutcome::Stopped { upload, .. } => {
+            if let Some(upload) = upload.or_else(|| starter.0.take().map(|f| Box::new(f) as Box<dyn Upload>)) {
+                upload.abort().await?;
+            }
+            bail!("the export stopped early");
+        }
     };
-    upload.complete().await?;
     if let Some(b) = observer.0 {
         b.finish_and_clear();
     }
@@ -289,6 +305,17 @@ pub async fn export(store: &Store, args: &ExportArgs) -> anyhow::Result<()> {
         println!("wrote {} users ({} bytes) to {} in {secs:.2}s", progress.rows, progress.bytes, out.display());
     }
     Ok(())
+}
+
+/// Hands the export file's upload to the pipeline when it fills its first part.
+struct FileStarter(Option<FileUpload>);
+
+#[async_trait]
+impl UploadStarter for FileStarter {
+    async fn start(&mut self) -> Result<Option<Box<dyn Upload>>, WorkerError> {
+        let upload = self.0.take().ok_or_else(|| WorkerError::Internal("the export file was started twice".into()))?;
+        Ok(Some(Box::new(upload)))
+    }
 }
 
 /// An [`Upload`] into a local file: written to `<file>.partial`, renamed into place on completion.

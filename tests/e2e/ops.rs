@@ -233,7 +233,7 @@ async fn worker_metrics_endpoint_and_structured_logs() {
     let failed = wait_status(failing.clone(), format!("Bearer {broken}:{broken_key}"), "failed").await;
     assert_eq!(failed["error"]["code"], "export_failed", "{failed}");
 
-    // The worker's own endpoint: completed and failed by dialect and format, rows, durations, parts.
+    // The worker's own endpoint: completed and failed by dialect and format, rows, durations, phases.
     let text = client.get(&metrics_url).send().await.unwrap().text().await.unwrap();
     let m = samples(&text);
     let native = [("dialect", "native"), ("format", "csv")];
@@ -249,7 +249,12 @@ async fn worker_metrics_endpoint_and_structured_logs() {
     assert_eq!(sample(&m, "userexport_rows_exported_total", &authgear), Some(visible), "{text}");
     assert!(sample(&m, "userexport_bytes_exported_total", &native).is_some_and(|b| b > 1000.0), "{text}");
     assert_eq!(sample(&m, "userexport_export_duration_seconds_count", &native), Some(1.0), "{text}");
-    assert!(sample(&m, "userexport_upload_part_seconds_count", &[]).is_some_and(|n| n >= 2.0), "{text}");
+    for phase in ["starting", "streaming", "completing"] {
+        let count = sample(&m, "userexport_export_phase_seconds_count", &[("phase", phase)]);
+        assert_eq!(count, Some(2.0), "{phase}: {text}");
+    }
+    // Files this small are stored with one PutObject: no multipart part was uploaded.
+    assert_eq!(sample(&m, "userexport_upload_part_seconds_count", &[]).unwrap_or(0.0), 0.0, "{text}");
     assert_eq!(sample(&m, "userexport_worker_in_flight", &[]), Some(0.0), "{text}");
     assert!(sample(&m, "userexport_queue_depth", &[]).is_some(), "{text}");
     assert!(text.contains("# HELP userexport_exports_failed_total"), "{text}");

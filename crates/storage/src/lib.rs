@@ -2,7 +2,8 @@
 //!
 //! - [`ObjectStore`] / [`Upload`]: the interface the API and the worker use.
 //! - [`S3Store`]: any S3-compatible store through `aws-sdk-s3` (static credentials, path style,
-//!   checksums only when required), multipart uploads with per-request retries and presigned GETs.
+//!   checksums only when required), multipart uploads (or one `PutObject` for a file smaller than
+//!   a part) with per-request retries and presigned GETs.
 //! - [`LocalFsStore`]: files under a directory (embedded mode), downloaded through
 //!   `{public_base_url}/downloads/{key}` with an expiring HMAC-SHA256 signature.
 
@@ -37,6 +38,19 @@ pub struct ObjectMeta {
 pub trait ObjectStore: Send + Sync + 'static {
     /// Starts a (multipart) upload to `key`. Nothing is visible at `key` before [`Upload::complete`].
     async fn start_upload(&self, key: &str, meta: &ObjectMeta) -> Result<Box<dyn Upload>, StorageError>;
+    /// Stores `body` as the object at `key` in one request and returns its size: for a file smaller
+    /// than a part, instead of a multipart upload's three requests. Nothing is visible at `key`
+    /// unless the whole body was stored. The default goes through [`start_upload`](Self::start_upload).
+    async fn put_object(&self, key: &str, meta: &ObjectMeta, body: bytes::Bytes) -> Result<u64, StorageError> {
+        let mut upload = self.start_upload(key, meta).await?;
+        if !body.is_empty()
+            && let Err(e) = upload.put_part(body).await
+        {
+            let _ = upload.abort().await;
+            return Err(e);
+        }
+        upload.complete().await
+    }
     /// Aborts an unfinished upload by its stored id (sweeper, crash recovery).
     ///
     /// An upload already gone is fine when the store says so with 404 (`NoSuchUpload` on AWS; a

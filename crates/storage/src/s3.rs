@@ -228,6 +228,31 @@ impl ObjectStore for S3Store {
         }))
     }
 
+    async fn put_object(&self, key: &str, meta: &ObjectMeta, body: Bytes) -> Result<u64, StorageError> {
+        validate_key(key)?;
+        let disposition = content_disposition(&meta.filename);
+        let len = body.len() as u64;
+        let unsigned = self.unsigned_payload;
+        send_with_retry("put_object", || {
+            let op = self
+                .client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .content_type(&meta.content_type)
+                .content_disposition(&disposition)
+                .content_length(len as i64)
+                .body(ByteStream::from(body.clone()));
+            async move {
+                if unsigned { op.customize().disable_payload_signing().send().await } else { op.send().await }
+            }
+        })
+        .await
+        .map_err(|e| classify("put_object", &e))?;
+        debug!(bucket = %self.bucket, key, len, "stored object in one request");
+        Ok(len)
+    }
+
     async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<(), StorageError> {
         validate_key(key)?;
         abort_multipart(&self.client, &self.bucket, key, upload_id).await

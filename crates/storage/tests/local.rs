@@ -101,6 +101,25 @@ async fn zero_part_upload_is_an_empty_file() {
 }
 
 #[tokio::test]
+async fn put_object_writes_the_whole_file_and_replaces_an_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir);
+    let key = "exports/p/whole.csv";
+    assert_eq!(store.put_object(key, &meta(), Bytes::from_static(b"id\nold\n")).await.unwrap(), 7);
+    // A second attempt writes the same key again.
+    assert_eq!(store.put_object(key, &meta(), Bytes::from_static(b"id\n1\n")).await.unwrap(), 5);
+    assert_eq!(store.head(key).await.unwrap(), Some(5));
+    assert_eq!(std::fs::read(store.path_for(key).unwrap()).unwrap(), b"id\n1\n");
+    assert_eq!(store.put_object("exports/p/none.csv", &meta(), Bytes::new()).await.unwrap(), 0);
+    assert_eq!(store.head("exports/p/none.csv").await.unwrap(), Some(0));
+    assert_eq!(files_under(store.root()), vec!["exports/p/none.csv".to_owned(), key.to_owned()], "no partial left");
+    assert!(matches!(
+        store.put_object("../x.csv", &meta(), Bytes::from_static(b"x")).await,
+        Err(StorageError::InvalidKey { .. })
+    ));
+}
+
+#[tokio::test]
 async fn abort_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = store(&dir);

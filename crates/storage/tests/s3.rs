@@ -257,6 +257,32 @@ async fn zero_part_upload_is_an_empty_object() {
 }
 
 #[tokio::test]
+async fn put_object_stores_a_whole_file_in_one_request() {
+    let Some(env) = s3_env().await else { return };
+    let store = env.fresh_store().await;
+    let key = "exports/p/whole.csv";
+    let body = random_bytes(100_000);
+    assert_eq!(store.put_object(key, &csv_meta("old.csv"), Bytes::from_static(b"old")).await.unwrap(), 3);
+    // A second attempt writes the same key again.
+    let stored = store.put_object(key, &csv_meta("whole.csv"), Bytes::from(body.clone())).await.unwrap();
+    assert_eq!(stored, body.len() as u64);
+    assert_eq!(store.head(key).await.unwrap(), Some(stored));
+    let url = store.presign_get(key, "whole.csv", Duration::from_secs(600)).await.unwrap();
+    let resp = reqwest::get(&url).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.headers()["content-disposition"].to_str().unwrap(), content_disposition("whole.csv"));
+    assert_eq!(resp.bytes().await.unwrap(), body);
+
+    assert_eq!(store.put_object("exports/p/none.csv", &csv_meta("none.csv"), Bytes::new()).await.unwrap(), 0);
+    assert_eq!(store.head("exports/p/none.csv").await.unwrap(), Some(0));
+    assert_eq!(store.list("exports/p/").await.unwrap(), ["exports/p/none.csv", key]);
+    assert!(matches!(
+        store.put_object("../x.csv", &csv_meta("x.csv"), Bytes::from_static(b"x")).await,
+        Err(StorageError::InvalidKey { .. })
+    ));
+}
+
+#[tokio::test]
 async fn missing_bucket_fails_check() {
     let Some(env) = s3_env().await else { return };
     let store = S3Store::new(&env.config(&format!("ue-missing-{}", hex::encode(rand::rng().random::<[u8; 6]>()))));

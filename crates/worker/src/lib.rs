@@ -16,7 +16,9 @@ use std::future::Future;
 
 pub use error::WorkerError;
 pub use maintenance::{MaintenanceSettings, RoundReport, run_maintenance, run_round};
-pub use pipeline::{Control, PipelineConfig, PipelineOutcome, PipelineProgress, ProgressObserver, run_pipeline};
+pub use pipeline::{
+    Control, PipelineConfig, PipelineOutcome, PipelineProgress, ProgressObserver, UploadStarter, run_pipeline,
+};
 pub use process_export::{ExportWorker, WorkerSettings, download_filename, object_key};
 use userexport_queue::{ExportJob, Queue, QueueError, WorkerOptions};
 

@@ -5,6 +5,10 @@
 //! between them apply back-pressure. Memory is bounded by a few pages of users plus at most
 //! `CHANNEL_PARTS + 2` part buffers, which the uploader hands back to the encoder after each upload
 //! (so that steady state allocates no part buffers, and the allocator keeps no freed ones around).
+//!
+//! The multipart upload is started (through an [`UploadStarter`]) when the first part is full: an
+//! export whose whole output fits in one part uploads nothing here and comes back as
+//! [`PipelineOutcome::Whole`], for the caller to store in one request instead of three.
 
 use std::time::{Duration, Instant};
 
@@ -69,29 +73,52 @@ pub trait ProgressObserver: Send {
     async fn on_progress(&mut self, progress: PipelineProgress) -> Result<Control, WorkerError>;
 }
 
-/// Result of a pipeline run. The upload is handed back so the caller completes or aborts it.
+/// Starts the multipart upload once the output turns out to need more than one part.
+#[async_trait]
+pub trait UploadStarter: Send {
+    /// Starts the upload; `None` when the export must stop instead (another worker owns the task
+    /// now). On an error nothing is left open.
+    async fn start(&mut self) -> Result<Option<Box<dyn Upload>>, WorkerError>;
+}
+
+/// Result of a pipeline run. An upload is handed back so the caller completes or aborts it.
 pub enum PipelineOutcome {
-    /// Every user was encoded and uploaded; `upload` still has to be completed.
+    /// Every user was encoded and uploaded in parts; `upload` still has to be completed.
     Finished {
         /// Final counts.
         progress: PipelineProgress,
         /// The upload, all parts sent.
         upload: Box<dyn Upload>,
     },
-    /// Stopped early on the observer's request; `upload` should be aborted.
+    /// Every user was encoded and the whole output is smaller than one part: no upload was
+    /// started; the caller stores `body` as the object in one request.
+    Whole {
+        /// Final counts.
+        progress: PipelineProgress,
+        /// The whole file.
+        body: Bytes,
+    },
+    /// Stopped early on the observer's (or the starter's) request; `upload`, if one was started,
+    /// should be aborted.
     Stopped {
         /// Why.
         control: Control,
-        /// The unfinished upload.
-        upload: Box<dyn Upload>,
+        /// The unfinished upload, if one was started.
+        upload: Option<Box<dyn Upload>>,
     },
 }
 
 type UploaderHandle = tokio::task::JoinHandle<(Box<dyn Upload>, Result<(), StorageError>)>;
 
-/// Starts the uploader. Returns where to send parts, where uploaded part buffers come back, and the
-/// task.
-fn spawn_uploader(mut upload: Box<dyn Upload>) -> (mpsc::Sender<Bytes>, mpsc::Receiver<Vec<u8>>, UploaderHandle) {
+/// A running uploader: where to send parts, where uploaded part buffers come back, and its task.
+struct Uploader {
+    tx: mpsc::Sender<Bytes>,
+    recycled: mpsc::Receiver<Vec<u8>>,
+    handle: UploaderHandle,
+}
+
+/// Starts the uploader.
+fn spawn_uploader(mut upload: Box<dyn Upload>) -> Uploader {
     let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL_PARTS);
     let (recycle_tx, recycle_rx) = mpsc::channel::<Vec<u8>>(CHANNEL_PARTS + 2);
     let uploader = async move {
@@ -120,24 +147,32 @@ fn spawn_uploader(mut upload: Box<dyn Upload>) -> (mpsc::Sender<Bytes>, mpsc::Re
     // Its log lines belong to the attempt (task_id, attempt).
     .instrument(tracing::Span::current());
     let handle = tokio::spawn(uploader);
-    (tx, recycle_rx, handle)
+    Uploader { tx, recycled: recycle_rx, handle }
 }
 
-/// Streams the project's users matching `spec` into `upload`.
+/// Streams the project's users matching `spec` into an upload that `starter` starts when the
+/// first part is full.
 ///
-/// On error the upload is aborted here; on success or stop it is returned to the caller.
+/// On error a started upload is aborted here; on success or stop it is returned to the caller.
 pub async fn run_pipeline(
     store: &Store,
     project: &ProjectId,
     spec: &ExportSpec,
-    upload: Box<dyn Upload>,
+    starter: &mut dyn UploadStarter,
     cfg: &PipelineConfig,
     observer: &mut dyn ProgressObserver,
 ) -> Result<PipelineOutcome, WorkerError> {
-    let (tx, mut recycled, uploader) = spawn_uploader(upload);
-    let result = encode_into(store, project, spec, cfg, observer, &tx, &mut recycled).await;
-    drop(tx);
-    let (upload, sent) = match uploader.await {
+    let mut uploader = None;
+    let result = encode_into(store, project, spec, cfg, observer, starter, &mut uploader).await;
+    let Some(Uploader { tx, recycled, handle }) = uploader else {
+        return match result? {
+            Encoded::Whole(progress, body) => Ok(PipelineOutcome::Whole { progress, body: Bytes::from(body) }),
+            Encoded::Stopped(control) => Ok(PipelineOutcome::Stopped { control, upload: None }),
+            Encoded::Done(_) => Err(WorkerError::Internal("parts were sent without an upload".into())),
+        };
+    };
+    drop((tx, recycled));
+    let (upload, sent) = match handle.await {
         Ok(pair) => pair,
         Err(join) => return Err(WorkerError::Internal(format!("uploader task failed: {join}"))),
     };
@@ -145,7 +180,10 @@ pub async fn run_pipeline(
         (Ok(_), Err(e)) | (Err(WorkerError::UploaderGone), Err(e)) => Err(WorkerError::Storage(e)),
         (Err(e), _) => Err(e),
         (Ok(Encoded::Done(progress)), Ok(())) => return Ok(PipelineOutcome::Finished { progress, upload }),
-        (Ok(Encoded::Stopped(control)), Ok(())) => return Ok(PipelineOutcome::Stopped { control, upload }),
+        (Ok(Encoded::Stopped(control)), Ok(())) => {
+            return Ok(PipelineOutcome::Stopped { control, upload: Some(upload) });
+        }
+        (Ok(Encoded::Whole(..)), Ok(())) => Err(WorkerError::Internal("a whole file with an upload started".into())),
     };
     if let Err(abort_err) = upload.abort().await {
         tracing::warn!(error = %abort_err, "aborting the upload after a failure also failed");
@@ -154,8 +192,29 @@ pub async fn run_pipeline(
 }
 
 enum Encoded {
+    /// Every part was handed to the uploader.
     Done(PipelineProgress),
+    /// Nothing was uploaded: the whole output, smaller than a part.
+    Whole(PipelineProgress, Vec<u8>),
     Stopped(Control),
+}
+
+/// Hands `part` to the uploader, starting the upload (and the uploader) first if this is the first
+/// part. `Some(control)` when the starter says stop.
+async fn send_part(
+    part: Vec<u8>,
+    starter: &mut dyn UploadStarter,
+    uploader: &mut Option<Uploader>,
+) -> Result<Option<Control>, WorkerError> {
+    let up = match uploader {
+        Some(up) => up,
+        None => match starter.start().await? {
+            Some(upload) => uploader.insert(spawn_uploader(upload)),
+            None => return Ok(Some(Control::LostLease)),
+        },
+    };
+    up.tx.send(Bytes::from(part)).await.map_err(|_| WorkerError::UploaderGone)?;
+    Ok(None)
 }
 
 async fn encode_into(
@@ -164,8 +223,8 @@ async fn encode_into(
     spec: &ExportSpec,
     cfg: &PipelineConfig,
     observer: &mut dyn ProgressObserver,
-    tx: &mpsc::Sender<Bytes>,
-    recycled: &mut mpsc::Receiver<Vec<u8>>,
+    starter: &mut dyn UploadStarter,
+    uploader: &mut Option<Uploader>,
 ) -> Result<Encoded, WorkerError> {
     let mut encoder = ExportEncoder::new(spec);
     let mut progress = PipelineProgress::default();
@@ -190,10 +249,13 @@ async fn encode_into(
             encoder.push(user)?;
             progress.rows += 1;
             if encoder.buffered_len() >= cfg.part_size {
-                let part = encoder.take_reusing(recycled.try_recv().unwrap_or_default());
+                let spare = uploader.as_mut().and_then(|up| up.recycled.try_recv().ok()).unwrap_or_default();
+                let part = encoder.take_reusing(spare);
                 progress.bytes += part.len() as u64;
                 let sending = Instant::now();
-                tx.send(Bytes::from(part)).await.map_err(|_| WorkerError::UploaderGone)?;
+                if let Some(stop) = send_part(part, starter, uploader).await? {
+                    return Ok(Encoded::Stopped(stop));
+                }
                 waited_upload += sending.elapsed();
             }
         }
@@ -212,12 +274,20 @@ async fn encode_into(
     }
     drop(pages);
     let tail = encoder.finish()?;
-    if !tail.is_empty() {
-        progress.bytes += tail.len() as u64;
-        let sending = Instant::now();
-        tx.send(Bytes::from(tail)).await.map_err(|_| WorkerError::UploaderGone)?;
-        waited_upload += sending.elapsed();
-    }
+    progress.bytes += tail.len() as u64;
+    // Without an upload the tail is the whole file; it goes out after the last word below.
+    let whole = if uploader.is_none() {
+        Some(tail)
+    } else {
+        if !tail.is_empty() {
+            let sending = Instant::now();
+            if let Some(stop) = send_part(tail, starter, uploader).await? {
+                return Ok(Encoded::Stopped(stop));
+            }
+            waited_upload += sending.elapsed();
+        }
+        None
+    };
     let total = started.elapsed();
     // The last word before the caller completes the upload: a cancel or a lost lease since the
     // last report stops the export here (one store round trip per export).
@@ -231,8 +301,9 @@ async fn encode_into(
         encoding = total.saturating_sub(waited_read + waited_upload).as_secs_f64(),
         "all users encoded"
     );
-    match last_word {
-        Control::Continue => Ok(Encoded::Done(progress)),
-        stop => Ok(Encoded::Stopped(stop)),
+    match (last_word, whole) {
+        (Control::Continue, Some(body)) => Ok(Encoded::Whole(progress, body)),
+        (Control::Continue, None) => Ok(Encoded::Done(progress)),
+        (stop, _) => Ok(Encoded::Stopped(stop)),
     }
 }

@@ -14,12 +14,14 @@ use chrono::Utc;
 use tracing::Instrument;
 use userexport_domain::{Code, ErrorCode, ErrorObject, ExportTask, TaskId};
 use userexport_queue::JobOutcome;
-use userexport_storage::{ObjectMeta, ObjectStore};
+use userexport_storage::{ObjectMeta, ObjectStore, Upload};
 use userexport_store::{Claim, Completion, Progress, Store, StoreError};
 
 use crate::error::WorkerError;
 use crate::metric;
-use crate::pipeline::{Control, PipelineConfig, PipelineOutcome, PipelineProgress, ProgressObserver, run_pipeline};
+use crate::pipeline::{
+    Control, PipelineConfig, PipelineOutcome, PipelineProgress, ProgressObserver, UploadStarter, run_pipeline,
+};
 
 /// Settings of the export worker.
 #[derive(Debug, Clone)]
@@ -156,6 +158,35 @@ impl ProgressObserver for LeaseKeeper<'_> {
     }
 }
 
+/// Starts the task's multipart upload when the pipeline fills its first part, and records the
+/// upload id on the task (for crash recovery and the sweeper) while checking the lease.
+struct Starter<'a> {
+    worker: &'a ExportWorker,
+    task_id: &'a TaskId,
+    key: &'a str,
+    meta: &'a ObjectMeta,
+}
+
+#[async_trait]
+impl UploadStarter for Starter<'_> {
+    async fn start(&mut self) -> Result<Option<Box<dyn Upload>>, WorkerError> {
+        let upload = self.worker.storage.start_upload(self.key, self.meta).await?;
+        match self.worker.store.set_upload(self.task_id, &self.worker.name, self.key, upload.upload_id()).await {
+            Ok(true) => Ok(Some(upload)),
+            Ok(false) => {
+                upload.abort().await?;
+                Ok(None)
+            }
+            Err(e) => {
+                if let Err(abort_err) = upload.abort().await {
+                    tracing::warn!(error = %abort_err, "aborting the upload after a store error also failed");
+                }
+                Err(e.into())
+            }
+        }
+    }
+}
+
 /// The `dialect` and `format` labels of a task's export metrics.
 #[derive(Debug, Clone, Copy)]
 struct TaskLabels {
@@ -265,21 +296,26 @@ impl ExportWorker {
         let started = std::time::Instant::now();
         let rows_total = RowsTotal::count(&self.store, &task);
         let meta = ObjectMeta { content_type: task.spec.content_type().to_owned(), filename: download_filename(&task) };
-        let upload = self.storage.start_upload(&key, &meta).await?;
-        if !self.store.set_upload(task_id, &self.name, &key, upload.upload_id()).await? {
-            upload.abort().await?;
+        // The object's key now (and the lease checked); the upload starts with the first full part
+        // (`Starter`), and an export smaller than a part is stored in one request.
+        if !self.store.set_upload(task_id, &self.name, &key, None).await? {
             return Ok(JobOutcome::Done);
         }
         let streaming = std::time::Instant::now();
         let starting = streaming - started;
         let mut keeper = LeaseKeeper { worker: self, task_id, rows_total };
+        let mut starter = Starter { worker: self, task_id, key: &key, meta: &meta };
         let outcome =
-            run_pipeline(&self.store, &task.project_id, &task.spec, upload, &self.settings.pipeline, &mut keeper)
+            run_pipeline(&self.store, &task.project_id, &task.spec, &mut starter, &self.settings.pipeline, &mut keeper)
                 .await?;
-        let (progress, upload) = match outcome {
-            PipelineOutcome::Finished { progress, upload } => (progress, upload),
+        let completing = std::time::Instant::now();
+        let (progress, written) = match outcome {
+            PipelineOutcome::Finished { progress, upload } => (progress, upload.complete().await?),
+            PipelineOutcome::Whole { progress, body } => (progress, self.storage.put_object(&key, &meta, body).await?),
             PipelineOutcome::Stopped { control, upload } => {
-                upload.abort().await?;
+                if let Some(upload) = upload {
+                    upload.abort().await?;
+                }
                 if control == Control::Cancel {
                     self.store.mark_cancelled(task_id, &self.name).await?;
                     metrics::counter!(
@@ -295,9 +331,7 @@ impl ExportWorker {
                 return Ok(JobOutcome::Done);
             }
         };
-        let completing = std::time::Instant::now();
         let streaming = completing - streaming;
-        let written = upload.complete().await?;
         let actual = self.storage.head(&key).await?.unwrap_or(0);
         if actual != progress.bytes || written != progress.bytes {
             return Err(WorkerError::SizeMismatch { expected: progress.bytes, actual });
