@@ -36,6 +36,7 @@ use userexport_api::ApiDialect;
 use userexport_api::service::{self, NewExport};
 use userexport_domain::{ExportFormat, ExportSpec, JsonPointer, ProjectId, TaskStatus};
 use userexport_store::{Backend, Store};
+use userexport_worker::metric::EXPORT_PHASE_DURATION;
 
 use crate::app::{self, Components};
 use crate::cli::BenchArgs;
@@ -175,9 +176,9 @@ impl Phases {
     fn parse(text: &str) -> Option<Self> {
         let value = |series: &str| text.lines().find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok());
         Some(Self {
-            streaming: value(&format!("{PHASE_METRIC}_sum{{phase=\"streaming\"}}"))?,
-            completing: value(&format!("{PHASE_METRIC}_sum{{phase=\"completing\"}}"))?,
-            count: value(&format!("{PHASE_METRIC}_count{{phase=\"streaming\"}}"))?,
+            streaming: value(&format!("{EXPORT_PHASE_DURATION}_sum{{phase=\"streaming\"}}"))?,
+            completing: value(&format!("{EXPORT_PHASE_DURATION}_sum{{phase=\"completing\"}}"))?,
+            count: value(&format!("{EXPORT_PHASE_DURATION}_count{{phase=\"streaming\"}}"))?,
         })
     }
 
@@ -638,9 +639,6 @@ fn random_suffix() -> String {
         })
         .collect()
 }
-
-/// The worker's histogram of export phases.
-const PHASE_METRIC: &str = "userexport_export_phase_seconds";
 
 /// A `userexport worker` child process, killed if dropped while running.
 struct WorkerProcess {

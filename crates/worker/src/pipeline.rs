@@ -276,17 +276,15 @@ async fn encode_into(
     let tail = encoder.finish()?;
     progress.bytes += tail.len() as u64;
     // Without an upload the tail is the whole file; it goes out after the last word below.
-    let whole = if uploader.is_none() {
-        Some(tail)
-    } else {
-        if !tail.is_empty() {
+    let whole = match uploader {
+        None => Some(tail),
+        Some(_) if tail.is_empty() => None,
+        Some(up) => {
             let sending = Instant::now();
-            if let Some(stop) = send_part(tail, starter, uploader).await? {
-                return Ok(Encoded::Stopped(stop));
-            }
+            up.tx.send(Bytes::from(tail)).await.map_err(|_| WorkerError::UploaderGone)?;
             waited_upload += sending.elapsed();
+            None
         }
-        None
     };
     let total = started.elapsed();
     // The last word before the caller completes the upload: a cancel or a lost lease since the
