@@ -121,6 +121,10 @@ pub struct CaseResult {
     pub streaming_ratio: Option<f64>,
     /// Median seconds of the completing phase (the object store assembles the multipart upload).
     pub completing_seconds: Option<f64>,
+    /// Median CPU seconds (user + system, every thread) the worker process spent on this export:
+    /// our own cost, which a busy shared machine changes far less than the wall time (`None` where
+    /// `/proc` is unavailable).
+    pub worker_cpu_seconds: Option<f64>,
 }
 
 /// Everything one `bench` run measured.
@@ -159,6 +163,8 @@ struct Run {
     rss_mib: Option<f64>,
     /// The export's phases as the worker measured them (exports only).
     phases: Option<Phases>,
+    /// CPU seconds the worker spent on the run (exports only).
+    cpu_seconds: Option<f64>,
 }
 
 /// Seconds an export spent in the worker's phases (see `userexport_export_phase_seconds`).
@@ -255,6 +261,11 @@ impl CaseResult {
             streaming_seconds: phase_median(|p| p.streaming),
             streaming_ratio,
             completing_seconds: phase_median(|p| p.completing),
+            worker_cpu_seconds: runs
+                .iter()
+                .map(|r| r.cpu_seconds)
+                .collect::<Option<Vec<f64>>>()
+                .map(|cpu| median(&cpu)),
         }
     }
 }
@@ -448,9 +459,11 @@ async fn measure(
         for ((name, spec), runs) in specs.iter().zip(&mut case_runs) {
             reset_every_time &= worker.reset_peak_rss();
             let before = worker.phases().await;
+            let cpu_before = worker.cpu_seconds();
             eprintln!("bench: {name}: exporting through the worker");
             let mut run = run_task(c, project, spec, worker, name).await?;
             check_rows(name, run.rows, expected_rows)?;
+            run.cpu_seconds = worker.cpu_seconds().zip(cpu_before).map(|(after, before)| after - before);
             run.rss_mib = worker.peak_rss_mib();
             run.phases = worker.phases().await.and_then(|after| after.since(before));
             if run.phases.is_none() {
@@ -544,7 +557,14 @@ async fn run_task(
         Some(size) => bail!("{name}: the object has {size} bytes, the task says {}", done.bytes_written),
         None => bail!("{name}: the object {key} does not exist"),
     }
-    Ok(Run { rows: done.rows_written, bytes: done.bytes_written, seconds, rss_mib: None, phases: None })
+    Ok(Run {
+        rows: done.rows_written,
+        bytes: done.bytes_written,
+        seconds,
+        rss_mib: None,
+        phases: None,
+        cpu_seconds: None,
+    })
 }
 
 /// Times `COPY (SELECT <the export's columns> …) TO STDOUT` into `path`.
@@ -586,7 +606,7 @@ async fn copy_anchor(
     let _ = tokio::fs::remove_file(path).await;
     let rows = counter.rows();
     eprintln!("bench: {case}: {rows} rows, {bytes} bytes in {seconds:.2}s");
-    Ok(Run { rows, bytes, seconds, rss_mib: None, phases: None })
+    Ok(Run { rows, bytes, seconds, rss_mib: None, phases: None, cpu_seconds: None })
 }
 
 /// Counts rows of `COPY` output: newlines outside quotes (CSV, minus the header line) or newlines
@@ -702,6 +722,12 @@ impl WorkerProcess {
         parse_vm_hwm_kib(&status).map(|kib| kib as f64 / 1024.0)
     }
 
+    /// CPU seconds (user + system) of every thread of the worker so far, exited threads included.
+    fn cpu_seconds(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string(self.proc_file("stat")).ok()?;
+        parse_cpu_ticks(&stat).map(|ticks| ticks as f64 / CLOCK_TICKS_PER_SECOND)
+    }
+
     /// Reads the peak RSS, then stops the worker with SIGTERM and waits for it to exit.
     async fn stop(mut self) -> anyhow::Result<Option<f64>> {
         self.check_alive()?;
@@ -752,6 +778,21 @@ fn scrape(addr: std::net::SocketAddr) -> std::io::Result<String> {
         Some((head, body)) if head.split_whitespace().nth(1) == Some("200") => Ok(body.to_owned()),
         _ => Err(std::io::Error::other(format!("{addr}/metrics did not answer 200"))),
     }
+}
+
+/// The unit of the times in `/proc/<pid>/stat`: Linux's `USER_HZ`, which is what
+/// `sysconf(_SC_CLK_TCK)` returns, 100 on every architecture whatever the kernel's own tick rate.
+const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
+
+/// `utime + stime` of a `/proc/<pid>/stat` text, in clock ticks.
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    // Field 2, the command name, is in parentheses and may hold spaces and `)`: count fields from
+    // the last `)`. What follows starts with field 3 (state); utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
 }
 
 /// `VmHWM` of a `/proc/<pid>/status` text, in KiB.
@@ -806,7 +847,7 @@ pub fn render_table(r: &BenchReport) -> String {
     let fixed = |v: Option<f64>| v.map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into());
     let _ = writeln!(
         s,
-        "{:<14} {:>10} {:>14} {:>9} {:>10} {:>7} {:>11} {:>14} {:>9} {:>9} {:>10}",
+        "{:<14} {:>10} {:>14} {:>9} {:>10} {:>7} {:>11} {:>14} {:>9} {:>9} {:>10} {:>12}",
         "case",
         "users",
         "bytes",
@@ -817,19 +858,20 @@ pub fn render_table(r: &BenchReport) -> String {
         "worker RSS MiB",
         "streaming",
         "str.ratio",
-        "completing"
+        "completing",
+        "worker CPU s"
     );
     for a in &r.anchors {
         let _ = writeln!(
             s,
-            "{:<14} {:>10} {:>14} {:>9.2} {:>10.0} {:>7.2} {:>11} {:>14} {:>9} {:>9} {:>10}",
-            a.case, a.rows, a.bytes, a.seconds, a.users_per_second, a.ratio, "-", "-", "-", "-", "-"
+            "{:<14} {:>10} {:>14} {:>9.2} {:>10.0} {:>7.2} {:>11} {:>14} {:>9} {:>9} {:>10} {:>12}",
+            a.case, a.rows, a.bytes, a.seconds, a.users_per_second, a.ratio, "-", "-", "-", "-", "-", "-"
         );
     }
     for c in &r.cases {
         let _ = writeln!(
             s,
-            "{:<14} {:>10} {:>14} {:>9.2} {:>10.0} {:>7.2} {:>11} {:>14} {:>9} {:>9} {:>10}",
+            "{:<14} {:>10} {:>14} {:>9.2} {:>10.0} {:>7.2} {:>11} {:>14} {:>9} {:>9} {:>10} {:>12}",
             c.case,
             c.rows,
             c.bytes,
@@ -840,15 +882,16 @@ pub fn render_table(r: &BenchReport) -> String {
             rss(c.worker_peak_rss_mib),
             fixed(c.streaming_seconds),
             fixed(c.streaming_ratio),
-            fixed(c.completing_seconds)
+            fixed(c.completing_seconds),
+            fixed(c.worker_cpu_seconds)
         );
     }
     let _ = writeln!(
         s,
         "\n{} users seeded (seed {}), {} exported; {} round{}: seconds are medians, ratio = the median of each \
          round's seconds ÷ the same round's COPY anchor of the same format; streaming and completing are the worker's \
-         phases (completing: the S3 server assembles the object), str.ratio the streaming phase's ratio; worker peak \
-         RSS over the run: {} MiB{}",
+         phases (completing: the S3 server assembles the object), str.ratio the streaming phase's ratio, worker CPU s \
+         the worker process's CPU time (median); worker peak RSS over the run: {} MiB{}",
         r.users,
         r.seed,
         r.expected_rows,
@@ -903,7 +946,8 @@ mod tests {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
         assert_eq!(median(&[]), 0.0);
-        let run = |seconds| Run { rows: 10, bytes: 100, seconds, rss_mib: Some(seconds), phases: None };
+        let run =
+            |seconds| Run { rows: 10, bytes: 100, seconds, rss_mib: Some(seconds), phases: None, cpu_seconds: None };
         let anchor = AnchorResult::from_runs("copy_csv", ExportFormat::Csv, &[run(1.0), run(2.0), run(4.0)]);
         assert_eq!((anchor.seconds, anchor.samples.len(), anchor.users_per_second), (2.0, 3, 5.0));
         let spec = ExportSpec::builder(ExportFormat::Csv).build().unwrap();
@@ -912,9 +956,11 @@ mod tests {
         assert_eq!((case.seconds, case.ratio, case.ratio_min, case.ratio_max), (2.0, 1.0, 0.5, 3.0));
         assert_eq!((case.fields, case.worker_peak_rss_mib), (41, Some(3.0)));
         assert_eq!((case.streaming_seconds, case.streaming_ratio, case.completing_seconds), (None, None, None));
+        assert_eq!(case.worker_cpu_seconds, None);
         // Phases: streaming 2.0, 1.0, 1.0 against anchors 1, 2, 4 → per-round ratios 2.0, 0.5, 0.25.
         let phased = |seconds, streaming| Run {
             phases: Some(Phases { streaming, completing: seconds - streaming, count: 1.0 }),
+            cpu_seconds: Some(streaming * 0.75),
             ..run(seconds)
         };
         let case = CaseResult::from_runs(
@@ -927,9 +973,11 @@ mod tests {
             (case.streaming_seconds, case.streaming_ratio, case.completing_seconds),
             (Some(1.0), Some(0.5), Some(1.0))
         );
+        assert_eq!(case.worker_cpu_seconds, Some(0.75), "the median of 1.5, 0.75, 0.75");
         let partly =
             CaseResult::from_runs("csv_41_fields", &spec, &[phased(3.0, 2.0), run(2.0), phased(2.0, 1.0)], &anchor);
         assert_eq!(partly.streaming_ratio, None, "phases of only some rounds are not summarized");
+        assert_eq!(partly.worker_cpu_seconds, None, "CPU times of only some rounds are not summarized");
         let table = render_table(&BenchReport {
             users: 10,
             seed: 1,
@@ -943,7 +991,17 @@ mod tests {
             worker_peak_rss_mib: Some(3.0),
         });
         assert!(table.contains("0.50–3.00") && table.contains("3 rounds"), "{table}");
-        assert!(table.lines().nth(2).is_some_and(|l| l.ends_with("1.00      0.50       1.00")), "{table}");
+        assert!(table.lines().nth(2).is_some_and(|l| l.ends_with("1.00      0.50       1.00         0.75")), "{table}");
+    }
+
+    #[test]
+    fn cpu_ticks_are_user_plus_system_time() {
+        // A command name with a space and a `)`, as `/proc/<pid>/stat` prints it.
+        let stat = "4242 (user (x) port) S 1 4242 4242 0 -1 4194560 5117 0 0 0 731 94 0 0 20 0 9 0 1234 \
+                    123456789 4000 18446744073709551615 1 1 0 0 0 0 0 4096 17 1 0 0 0 0 0\n";
+        assert_eq!(parse_cpu_ticks(stat), Some(731 + 94));
+        assert_eq!(parse_cpu_ticks("4242 (cut) S 1 2"), None);
+        assert_eq!(parse_cpu_ticks("no parentheses"), None);
     }
 
     #[test]

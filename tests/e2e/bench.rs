@@ -91,6 +91,12 @@ async fn bench_measures_copy_anchors_and_worker_exports() {
     if cfg!(target_os = "linux") {
         for case in cases {
             assert!(case["worker_peak_rss_mib"].as_f64().is_some_and(|m| m > 0.0), "{case}");
+            // The worker did the export's work: it used CPU time, and no more than all the cores for
+            // the longest round (plus a clock tick of rounding on either side).
+            let cpu = case["worker_cpu_seconds"].as_f64().unwrap_or_else(|| panic!("no worker CPU: {case}"));
+            let longest = case["samples"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).fold(0.0, f64::max);
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+            assert!(cpu > 0.0 && cpu <= cores * longest + 0.02, "{case}");
         }
         assert!(report["worker_peak_rss_mib"].as_f64().is_some_and(|m| m > 0.0));
     }
