@@ -235,7 +235,9 @@ fn put_opt(map: &mut Map<String, Value>, key: &str, v: &Option<String>) {
     }
 }
 
-fn login_id_type(value: &str) -> &'static str {
+/// The type of a login id in the Authgear record's `identities`: `email` (has an `@`), `phone` (`+`
+/// and digits) or `username`.
+pub fn login_id_type(value: &str) -> &'static str {
     if value.contains('@') {
         "email"
     } else if value.starts_with('+') && value[1..].bytes().all(|b| b.is_ascii_digit()) {

@@ -384,7 +384,7 @@ fn write_json_cell(out: &mut Vec<u8>, v: &ViewValue<'_>, csv: CsvOptions) -> Res
     let start = out.len();
     out.push(b'"');
     let mut json = JsonOut::new(out, true, true);
-    v.serialize(&mut json)?;
+    json.view_value(v)?;
     // Compact JSON starts with `[` or `{`: never a formula, never leading whitespace. It has no raw
     // CR or LF (they are escaped in strings), so `,` and `"` are what force quoting.
     if csv.quote_all || json.special() {
@@ -451,7 +451,7 @@ fn write_number(out: &mut Vec<u8>, n: &Number) {
 
 /// Serializes `v` as compact JSON onto `out`, HTML-escaped if asked.
 fn write_json(out: &mut Vec<u8>, v: &ViewValue<'_>, html_escape: bool) -> Result<(), EncodeError> {
-    v.serialize(&mut JsonOut::new(out, html_escape, false))?;
+    JsonOut::new(out, html_escape, false).view_value(v)?;
     Ok(())
 }
 
