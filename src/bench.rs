@@ -154,7 +154,7 @@ pub struct BenchReport {
 }
 
 /// One measurement of an anchor or an export.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 struct Run {
     rows: u64,
     bytes: u64,
@@ -557,14 +557,7 @@ async fn run_task(
         Some(size) => bail!("{name}: the object has {size} bytes, the task says {}", done.bytes_written),
         None => bail!("{name}: the object {key} does not exist"),
     }
-    Ok(Run {
-        rows: done.rows_written,
-        bytes: done.bytes_written,
-        seconds,
-        rss_mib: None,
-        phases: None,
-        cpu_seconds: None,
-    })
+    Ok(Run { rows: done.rows_written, bytes: done.bytes_written, seconds, ..Run::default() })
 }
 
 /// Times `COPY (SELECT <the export's columns> …) TO STDOUT` into `path`.
@@ -606,7 +599,7 @@ async fn copy_anchor(
     let _ = tokio::fs::remove_file(path).await;
     let rows = counter.rows();
     eprintln!("bench: {case}: {rows} rows, {bytes} bytes in {seconds:.2}s");
-    Ok(Run { rows, bytes, seconds, rss_mib: None, phases: None, cpu_seconds: None })
+    Ok(Run { rows, bytes, seconds, ..Run::default() })
 }
 
 /// Counts rows of `COPY` output: newlines outside quotes (CSV, minus the header line) or newlines
@@ -946,8 +939,7 @@ mod tests {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
         assert_eq!(median(&[]), 0.0);
-        let run =
-            |seconds| Run { rows: 10, bytes: 100, seconds, rss_mib: Some(seconds), phases: None, cpu_seconds: None };
+        let run = |seconds| Run { rows: 10, bytes: 100, seconds, rss_mib: Some(seconds), ..Run::default() };
         let anchor = AnchorResult::from_runs("copy_csv", ExportFormat::Csv, &[run(1.0), run(2.0), run(4.0)]);
         assert_eq!((anchor.seconds, anchor.samples.len(), anchor.users_per_second), (2.0, 3, 5.0));
         let spec = ExportSpec::builder(ExportFormat::Csv).build().unwrap();
