@@ -55,8 +55,10 @@ Commands:
                              Extra arguments go to `cargo test`, e.g. `cargo xtask test -p userexport-store`
                              or `cargo xtask test -- --nocapture`.
   bench [BENCH ARGS...]      Check/start PostgreSQL and Redis, start a throwaway s3s-fs with its data
-                             on tmpfs (/dev/shm; USEREXPORT_BENCH_S3_DIR chooses another directory),
-                             build the release binary and run `userexport bench` against them,
+                             on tmpfs (/dev/shm) when the largest export fits in a quarter of the
+                             available memory, else in the temp directory on disk
+                             (USEREXPORT_BENCH_S3_DIR chooses), build the release binary and run
+                             `userexport bench` against them,
                              e.g. `cargo xtask bench --users 1000000 --runs 5`.
   help                       Print this message.
 
@@ -142,21 +144,13 @@ fn cmd_test(cargo_args: &[String]) -> Result<ExitCode> {
 /// `cargo xtask bench`: prepares Postgres, Redis and s3s-fs as for the tests, builds the release
 /// binary and runs `userexport bench` with the given arguments against them.
 ///
-/// s3s-fs keeps its data on tmpfs when `/dev/shm` is there (or in `USEREXPORT_BENCH_S3_DIR`): an
-/// export to a real S3 does not write the file to the database host's disk, and on disk the test
-/// server's writes (each export twice: its parts, then the assembled object) compete with Postgres.
-/// tmpfs is memory: at 10M users the objects are 1–8 GB, and a small machine may want the disk.
+/// Where s3s-fs keeps its data: [`bench_s3_dir`].
 fn cmd_bench(bench_args: &[String]) -> Result<ExitCode> {
     let root = repo_root();
     let mut env = TestEnv::default();
     prepare_postgres(&mut env)?;
     prepare_redis(&mut env)?;
-    let shm = Path::new("/dev/shm");
-    let s3_base = match std::env::var_os("USEREXPORT_BENCH_S3_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None if shm.is_dir() => shm.to_path_buf(),
-        None => std::env::temp_dir(),
-    };
+    let s3_base = bench_s3_dir(bench_args);
     prepare_s3(&mut env, &s3_base)?;
 
     let var = |key: &str| env.vars.get(key).cloned().unwrap_or_default();
@@ -181,6 +175,83 @@ fn cmd_bench(bench_args: &[String]) -> Result<ExitCode> {
         .context("running cargo run")?;
     drop(env); // stop s3s-fs and remove its data
     Ok(exit_code_of(status))
+}
+
+/// Bytes of the largest object a bench export writes, per seeded user (NDJSON with the full
+/// Authgear record: ~0.82 KB per exported user, rounded up).
+const BENCH_BYTES_PER_USER: u64 = 900;
+
+/// The directory s3s-fs keeps the bench's objects in, said on stderr with the reason.
+///
+/// `USEREXPORT_BENCH_S3_DIR` when set. Otherwise tmpfs (`/dev/shm`) when the largest object fits in
+/// a quarter of the memory available now (1M users: ~0.9 GB), so that an export to the test server
+/// does not write to the disk Postgres reads from; the system's temp directory (on disk) when it
+/// does not (10M users: ~9 GB): on tmpfs the objects, the table (~0.9 KB per user) and the anchors'
+/// files do not fit in memory together on a 24 GiB machine, and the kernel reclaims pages on the
+/// processes' own time. s3s-fs does not fsync, so on disk its files sit in the page cache, which
+/// the kernel can write back and drop (at 1M users the exports measured no slower there).
+fn bench_s3_dir(bench_args: &[String]) -> PathBuf {
+    if let Some(dir) = std::env::var_os("USEREXPORT_BENCH_S3_DIR") {
+        let dir = PathBuf::from(dir);
+        info(&format!("s3s-fs data in {} (USEREXPORT_BENCH_S3_DIR)", dir.display()));
+        return dir;
+    }
+    let shm = Path::new("/dev/shm");
+    let users = bench_users(bench_args);
+    let largest = users.saturating_mul(BENCH_BYTES_PER_USER);
+    let available = mem_available_bytes();
+    let fits = available.is_some_and(|a| largest <= a / 4);
+    let gb = |b: u64| b as f64 / 1e9;
+    if shm.is_dir() && fits {
+        info(&format!(
+            "s3s-fs data on tmpfs ({}): the largest object (~{:.1} GB) fits in a quarter of the {:.1} GB \
+             of memory available; USEREXPORT_BENCH_S3_DIR chooses another directory",
+            shm.display(),
+            gb(largest),
+            gb(available.unwrap_or(0)),
+        ));
+        return shm.to_path_buf();
+    }
+    let dir = std::env::temp_dir();
+    let why = match available {
+        Some(a) if shm.is_dir() => format!(
+            "the largest object (~{:.1} GB) does not fit in a quarter of the {:.1} GB of memory available",
+            gb(largest),
+            gb(a)
+        ),
+        Some(_) => "there is no /dev/shm".to_owned(),
+        None => "the available memory is unknown (no /proc/meminfo)".to_owned(),
+    };
+    info(&format!(
+        "s3s-fs data in {} on disk: {why}; USEREXPORT_BENCH_S3_DIR chooses another directory",
+        dir.display()
+    ));
+    dir
+}
+
+/// The `--users N` (or `--users=N`) of the bench's arguments, or the bench's default (1,000,000).
+/// Only chooses where s3s-fs keeps its data: a value `userexport bench` rejects is rejected there.
+fn bench_users(bench_args: &[String]) -> u64 {
+    let mut args = bench_args.iter();
+    while let Some(arg) = args.next() {
+        let value = match arg.strip_prefix("--users") {
+            Some("") => args.next().map(String::as_str),
+            Some(rest) => rest.strip_prefix('='),
+            None => None,
+        };
+        if let Some(n) = value.and_then(|v| v.parse().ok()) {
+            return n;
+        }
+    }
+    1_000_000
+}
+
+/// `MemAvailable` from `/proc/meminfo`, in bytes.
+fn mem_available_bytes() -> Option<u64> {
+    let meminfo = fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1057,6 +1128,17 @@ mod tests {
         assert_eq!(hp("postgres:///db", 5432), HostPort { host: "localhost".into(), port: 5432 });
         assert!(HostPort::parse("127.0.0.1:5432", 5432).is_err());
         assert!(HostPort::parse("redis://h:notaport", 6379).is_err());
+    }
+
+    #[test]
+    fn bench_users_reads_the_users_argument_or_the_default() {
+        assert_eq!(bench_users(&strings(&[])), 1_000_000);
+        assert_eq!(bench_users(&strings(&["--runs", "1", "--users", "10000000"])), 10_000_000);
+        assert_eq!(bench_users(&strings(&["--users=20000", "--json"])), 20_000);
+        // Not a number: the bench itself rejects it; here the default stands.
+        assert_eq!(bench_users(&strings(&["--users", "many"])), 1_000_000);
+        assert_eq!(bench_users(&strings(&["--users-x", "5"])), 1_000_000);
+        assert_eq!(bench_users(&strings(&["--users"])), 1_000_000);
     }
 
     #[test]

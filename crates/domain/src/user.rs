@@ -939,11 +939,25 @@ impl Serialize for RecordSer<'_> {
     }
 }
 
+/// The newtype-struct name the record's `identities` array serializes under. Newtype structs are
+/// transparent to `serde_json` and most serializers; a serializer with a faster writer for the
+/// array (the export encoder's) recognizes the name and writes the user's identities itself.
+pub const IDENTITIES_NEWTYPE: &str = "$userexport::identities";
+
 /// The record's `identities` array: one login id identity per login id, then one OAuth identity per
-/// provider.
+/// provider; wrapped in a newtype struct named [`IDENTITIES_NEWTYPE`].
 struct IdentitiesSer<'a>(&'a User);
 
 impl Serialize for IdentitiesSer<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_newtype_struct(IDENTITIES_NEWTYPE, &IdentitiesArray(self.0))
+    }
+}
+
+/// The array of [`IdentitiesSer`].
+struct IdentitiesArray<'a>(&'a User);
+
+impl Serialize for IdentitiesArray<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::{SerializeMap, SerializeSeq};
         struct LoginId<'a>(&'a str);

@@ -12,7 +12,7 @@
 
 use serde::ser::{self, Error as _, Serialize};
 use userexport_domain::User;
-use userexport_domain::user::{ViewValue, login_id_type};
+use userexport_domain::user::{IDENTITIES_NEWTYPE, ViewValue, login_id_type};
 
 /// The error of [`JsonOut`]: `serde_json`'s, so that callers see one JSON error type.
 type Error = serde_json::Error;
@@ -140,12 +140,15 @@ pub(crate) struct JsonOut<'a> {
     csv: bool,
     /// Whether a `"` or a `,` was written (either forces a CSV field to be quoted).
     special: bool,
+    /// The user whose whole record is being written: its `identities` array (the newtype struct
+    /// [`IDENTITIES_NEWTYPE`]) goes through [`identities`](Self::identities).
+    record: Option<&'a User>,
 }
 
 impl<'a> JsonOut<'a> {
     /// A serializer appending to `out`, HTML-escaping if `html`, doubling quotes if `csv`.
     pub(crate) fn new(out: &'a mut Vec<u8>, html: bool, csv: bool) -> Self {
-        Self { out, mask: if html { JSON | HTML } else { JSON }, csv, special: false }
+        Self { out, mask: if html { JSON | HTML } else { JSON }, csv, special: false, record: None }
     }
 
     /// Whether the JSON written so far holds a `"` or a `,`.
@@ -225,12 +228,19 @@ impl<'a> JsonOut<'a> {
         self.out.extend_from_slice(rest);
     }
 
-    /// Serializes a value found at a pointer; the `identities` array by [`identities`](Self::identities).
-    pub(crate) fn view_value(&mut self, v: &ViewValue<'_>) -> Result<(), Error> {
+    /// Serializes a value found at a pointer; the `identities` array, alone or in the whole record,
+    /// by [`identities`](Self::identities).
+    pub(crate) fn view_value(&mut self, v: &ViewValue<'a>) -> Result<(), Error> {
         match v {
             ViewValue::Identities(u) => {
                 self.identities(u);
                 Ok(())
+            }
+            ViewValue::Record(u) => {
+                let outer = self.record.replace(u);
+                let written = v.serialize(&mut *self);
+                self.record = outer;
+                written
             }
             v => v.serialize(self),
         }
@@ -441,8 +451,15 @@ impl<'j, 'a> ser::Serializer for &'j mut JsonOut<'a> {
         Ok(())
     }
 
-    fn serialize_newtype_struct<T: ?Sized + Serialize>(self, _name: &'static str, value: &T) -> Result<(), Error> {
-        value.serialize(self)
+    fn serialize_newtype_struct<T: ?Sized + Serialize>(self, name: &'static str, value: &T) -> Result<(), Error> {
+        match self.record {
+            // Only the record of `user` is being written, so these are its identities.
+            Some(user) if name == IDENTITIES_NEWTYPE => {
+                self.identities(user);
+                Ok(())
+            }
+            _ => value.serialize(self),
+        }
     }
 
     fn serialize_newtype_variant<T: ?Sized + Serialize>(
@@ -777,8 +794,9 @@ mod tests {
     }
 
     /// The `identities` writer gives the bytes of the record's `identities` as serde_json writes
-    /// them (and of the generic path through `IdentitiesSer`), in every mode, for login ids and
-    /// providers that need escaping, and for users with only one kind of identity.
+    /// them (and of the generic path through `IdentitiesSer`), alone and inside the whole record, in
+    /// every mode, for login ids and providers that need escaping, and for users with only one kind
+    /// of identity.
     #[test]
     fn identities_are_written_as_the_record_holds_them() {
         let hostile = ["a\"b@x.com", "+", "+15550001", "+1555 0001", "user,<name>&\u{2028}", "\\back\nslash", "é"];
@@ -812,6 +830,19 @@ mod tests {
                         "html={html} csv={csv}"
                     );
                     assert_eq!(fast, generic, "html={html} csv={csv}");
+
+                    // The same identities inside the whole record.
+                    let mut fast = Vec::new();
+                    JsonOut::new(&mut fast, html, csv).view_value(&ViewValue::Record(u)).unwrap();
+                    let mut generic = Vec::new();
+                    ViewValue::Record(u).serialize(&mut JsonOut::new(&mut generic, html, csv)).unwrap();
+                    let expected = reference(&record, html, csv);
+                    assert_eq!(
+                        String::from_utf8_lossy(&fast),
+                        String::from_utf8_lossy(&expected),
+                        "record: html={html} csv={csv}"
+                    );
+                    assert_eq!(fast, generic, "record: html={html} csv={csv}");
                 }
             }
         }
