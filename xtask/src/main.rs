@@ -197,33 +197,28 @@ fn bench_s3_dir(bench_args: &[String]) -> PathBuf {
         return dir;
     }
     let shm = Path::new("/dev/shm");
-    let users = bench_users(bench_args);
-    let largest = users.saturating_mul(BENCH_BYTES_PER_USER);
-    let available = mem_available_bytes();
-    let fits = available.is_some_and(|a| largest <= a / 4);
+    let largest = bench_users(bench_args).saturating_mul(BENCH_BYTES_PER_USER);
     let gb = |b: u64| b as f64 / 1e9;
-    if shm.is_dir() && fits {
-        info(&format!(
-            "s3s-fs data on tmpfs ({}): the largest object (~{:.1} GB) fits in a quarter of the {:.1} GB \
-             of memory available; USEREXPORT_BENCH_S3_DIR chooses another directory",
-            shm.display(),
-            gb(largest),
-            gb(available.unwrap_or(0)),
-        ));
-        return shm.to_path_buf();
-    }
-    let dir = std::env::temp_dir();
-    let why = match available {
-        Some(a) if shm.is_dir() => format!(
-            "the largest object (~{:.1} GB) does not fit in a quarter of the {:.1} GB of memory available",
-            gb(largest),
-            gb(a)
-        ),
-        Some(_) => "there is no /dev/shm".to_owned(),
-        None => "the available memory is unknown (no /proc/meminfo)".to_owned(),
+    let (dir, why) = match mem_available_bytes() {
+        _ if !shm.is_dir() => (std::env::temp_dir(), "there is no /dev/shm".to_owned()),
+        None => (std::env::temp_dir(), "the available memory is unknown (no /proc/meminfo)".to_owned()),
+        Some(a) => {
+            let fits = largest <= a / 4;
+            let dir = if fits { shm.to_path_buf() } else { std::env::temp_dir() };
+            let verb = if fits { "fits" } else { "does not fit" };
+            (
+                dir,
+                format!(
+                    "the largest object (~{:.1} GB) {verb} in a quarter of the {:.1} GB of memory available",
+                    gb(largest),
+                    gb(a)
+                ),
+            )
+        }
     };
+    let medium = if dir == shm { "on tmpfs" } else { "on disk" };
     info(&format!(
-        "s3s-fs data in {} on disk: {why}; USEREXPORT_BENCH_S3_DIR chooses another directory",
+        "s3s-fs data in {} {medium}: {why}; USEREXPORT_BENCH_S3_DIR chooses another directory",
         dir.display()
     ));
     dir
